@@ -1,0 +1,59 @@
+"""The ``medscope`` command. Each sub-command parses its flags into a config and calls one ``main``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from medscope.config import add_config_arguments, config_from_args
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from medscope.video.synthclin import SynthClinConfig, generate
+
+    video = generate(config_from_args(SynthClinConfig, args), args.out, name=args.name)
+    print(f"{video.video_path}\n{video.annotation_path}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from medscope.demo import DemoConfig, main
+
+    main(config_from_args(DemoConfig, args))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Config classes are imported here, not at module import, so `medscope --help` stays instant.
+    from medscope.demo import DemoConfig
+    from medscope.video.synthclin import SynthClinConfig
+
+    parser = argparse.ArgumentParser(prog="medscope", description="Think with clinical videos.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    synth = sub.add_parser("synth", help="generate a SynthClin video and its annotation JSON")
+    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--name", default=None, help="file stem (default: synthclin_s<seed>_<minutes>m)")
+    add_config_arguments(synth, SynthClinConfig)
+    synth.set_defaults(run=_synth)
+
+    demo = sub.add_parser("demo", help="generate a video and show the tools on it")
+    add_config_arguments(demo, DemoConfig)
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from medscope.video.errors import VideoError
+
+    try:
+        return int(args.run(args))
+    except (VideoError, ValueError) as exc:
+        print(f"medscope {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

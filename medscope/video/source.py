@@ -1,0 +1,274 @@
+"""Frame-exact random access to a video file through PyAV.
+
+``VideoSource`` opens a file once, indexes every packet's presentation timestamp and keyframe flag by
+demuxing (no decoding), and then serves "the frame whose presentation time is nearest t" by seeking to the
+keyframe at or before that frame and decoding forward. Requests are sorted so that several frames in one
+GOP cost one decode, the open decoder is reused when the next request lies ahead in the same GOP, and an
+LRU cache keeps the resized images of recent frames.
+
+Times are seconds from the first frame of the video stream. This module knows nothing of tools, budgets
+or models; ``medscope.video.tools`` builds those on top.
+"""
+
+from __future__ import annotations
+
+import math
+import stat
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from medscope.video.errors import CorruptVideoError, NotAVideoError, NoVideoStreamError, VideoNotFoundError
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: its position in presentation order, its real timestamp and its pixels."""
+
+    index: int
+    pts_seconds: float
+    image: Image.Image
+
+
+def fit_size(width: int, height: int, max_pixels: int | None) -> tuple[int, int]:
+    """Largest size with the frame's aspect ratio and at most ``max_pixels`` pixels (never upscales)."""
+    if max_pixels is None or width * height <= max_pixels:
+        return width, height
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+class _FrameCache:
+    """LRU of resized frame images keyed by (frame index, width, height), bounded in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[int, int, int], Image.Image] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple[int, int, int]) -> Image.Image | None:
+        image = self._items.get(key)
+        if image is not None:
+            self._items.move_to_end(key)
+        return image
+
+    def put(self, key: tuple[int, int, int], image: Image.Image) -> None:
+        size = key[1] * key[2] * 3
+        if size > self.max_bytes or key in self._items:
+            return
+        self._items[key] = image
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            (_, w, h), _ = self._items.popitem(last=False)
+            self._bytes -= w * h * 3
+
+
+class VideoSource:
+    """A video file opened for frame-exact random access.
+
+    Raises ``VideoNotFoundError``, ``NotAVideoError``, ``NoVideoStreamError`` or ``CorruptVideoError``
+    (all ``VideoError``) when the file cannot serve; the message names the file and what to do.
+    """
+
+    def __init__(self, path: str | Path, *, cache_bytes: int = 256 * 2**20, threads: int = 0) -> None:
+        self.path = Path(path)
+        _check_regular_file(self.path)
+        try:
+            self._container = av.open(str(self.path), mode="r")
+        except (av.error.InvalidDataError, av.error.EOFError, av.error.ValueError) as exc:
+            raise NotAVideoError(f"{self.path}: FFmpeg cannot read this file as a video ({exc}).") from exc
+        except av.error.FFmpegError as exc:
+            raise NotAVideoError(f"{self.path}: cannot open ({exc}).") from exc
+        if not self._container.streams.video:
+            self._container.close()
+            raise NoVideoStreamError(f"{self.path}: the file has no video stream (audio or data only).")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_count = threads
+        self._stream.thread_type = "AUTO"
+        self._time_base = self._stream.time_base or Fraction(1, 1)
+        try:
+            self._build_index()
+        except BaseException:
+            self._container.close()
+            raise
+        self._cache = _FrameCache(cache_bytes)
+        self._decoder: Iterator[av.VideoFrame] | None = None
+        self._position = -1  # index of the last frame the open decoder produced; -1: must seek
+
+    # ---- metadata -------------------------------------------------------------------------------------------
+    def _build_index(self) -> None:
+        pts: list[int] = []
+        key_pts: list[int] = []
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.size == 0:  # the demuxer's end-of-stream marker
+                    continue
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                if stamp is None:
+                    raise CorruptVideoError(
+                        f"{self.path}: video packets carry no timestamps; remux it first "
+                        "(e.g. `ffmpeg -i in -c copy out.mp4`)."
+                    )
+                pts.append(stamp)
+                if packet.is_keyframe:
+                    key_pts.append(stamp)
+        except av.error.FFmpegError as exc:
+            raise CorruptVideoError(f"{self.path}: unreadable packets while indexing ({exc}).") from exc
+        if not pts:
+            raise CorruptVideoError(f"{self.path}: the video stream holds no frames.")
+        if not key_pts:
+            raise CorruptVideoError(f"{self.path}: no keyframe found; the stream cannot be decoded from any point.")
+        self._pts = np.unique(np.asarray(pts, dtype=np.int64))  # presentation order
+        self._pts_to_index = {int(p): i for i, p in enumerate(self._pts)}
+        self._key_indices = np.searchsorted(self._pts, np.unique(np.asarray(key_pts, dtype=np.int64)))
+        self.frame_times = (self._pts - self._pts[0]).astype(np.float64) * float(self._time_base)
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        if rate:
+            self.fps = float(rate)
+        elif len(self.frame_times) > 1:
+            self.fps = (len(self.frame_times) - 1) / float(self.frame_times[-1])
+        else:
+            self.fps = 1.0
+        self.duration_seconds = float(self.frame_times[-1]) + 1.0 / self.fps
+        self.width = int(self._stream.codec_context.width)
+        self.height = int(self._stream.codec_context.height)
+        self.codec = str(self._stream.codec_context.name)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self._pts)
+
+    @property
+    def keyframe_indices(self) -> np.ndarray:
+        return self._key_indices
+
+    def index_at(self, seconds: float) -> int:
+        """Index of the frame whose presentation time is nearest ``seconds`` (ties go to the earlier frame)."""
+        right = int(np.searchsorted(self.frame_times, seconds))
+        if right == 0:
+            return 0
+        if right >= self.num_frames:
+            return self.num_frames - 1
+        left = right - 1
+        return left if seconds - self.frame_times[left] <= self.frame_times[right] - seconds else right
+
+    def keyframe_at_or_before(self, index: int) -> int:
+        """Index of the keyframe a decoder must start from to reach frame ``index``."""
+        pos = int(np.searchsorted(self._key_indices, index, side="right")) - 1
+        return int(self._key_indices[max(pos, 0)])
+
+    def nearest_keyframe(self, seconds: float) -> int:
+        """Index of the keyframe whose time is nearest ``seconds`` (cheap to decode: no frames before it)."""
+        times = self.frame_times[self._key_indices]
+        return int(self._key_indices[int(np.argmin(np.abs(times - seconds)))])
+
+    # ---- frames ---------------------------------------------------------------------------------------------
+    def frames_at(self, times: Sequence[float], *, max_pixels: int | None = None) -> list[Frame]:
+        """The nearest frame to each time, in the order asked (duplicates allowed)."""
+        return self.frames_at_indices([self.index_at(t) for t in times], max_pixels=max_pixels)
+
+    def frames_at_indices(self, indices: Sequence[int], *, max_pixels: int | None = None) -> list[Frame]:
+        """Frames by presentation index, resized to fit ``max_pixels``, in the order asked."""
+        for index in indices:
+            if not 0 <= index < self.num_frames:
+                raise IndexError(f"frame index {index} out of range [0, {self.num_frames - 1}]")
+        size = fit_size(self.width, self.height, max_pixels)
+        images: dict[int, Image.Image] = {}
+        missing = []
+        for index in sorted(set(indices)):
+            cached = self._cache.get((index, *size))
+            if cached is None:
+                missing.append(index)
+            else:
+                images[index] = cached
+        for index, image in self._decode(missing, size):
+            self._cache.put((index, *size), image)
+            images[index] = image
+        return [Frame(i, float(self.frame_times[i]), images[i]) for i in indices]
+
+    def _decode(self, indices: list[int], size: tuple[int, int]) -> Iterator[tuple[int, Image.Image]]:
+        """Decode the sorted ``indices``, seeking only when the open decoder cannot reach a target sooner."""
+        for target in indices:
+            keyframe = self.keyframe_at_or_before(target)
+            if not (keyframe <= self._position < target and self._decoder is not None):
+                self._seek(keyframe)
+            assert self._decoder is not None
+            budget = target - keyframe + 64  # bound the walk so a broken stream can never spin forever
+            while self._position < target:
+                frame = self._next_frame()
+                budget -= 1
+                if budget < 0:
+                    raise CorruptVideoError(f"{self.path}: frame {target} not reached after its keyframe.")
+                if self._position == target:
+                    width, height = size
+                    yield target, frame.to_image(width=width, height=height)
+            if self._position != target:  # the decoder jumped past it: the frame cannot be decoded
+                self._decoder = None
+                raise CorruptVideoError(f"{self.path}: frame {target} ({self.frame_times[target]:.3f}s) is missing.")
+
+    def _seek(self, keyframe: int) -> None:
+        try:
+            self._container.seek(int(self._pts[keyframe]), stream=self._stream, backward=True, any_frame=False)
+        except av.error.FFmpegError as exc:
+            raise CorruptVideoError(f"{self.path}: seek to {self.frame_times[keyframe]:.3f}s failed ({exc}).") from exc
+        self._decoder = self._container.decode(self._stream)
+        self._position = -1
+
+    def _next_frame(self) -> av.VideoFrame:
+        assert self._decoder is not None
+        try:
+            frame = next(self._decoder)
+        except StopIteration:
+            self._decoder = None
+            raise CorruptVideoError(f"{self.path}: the stream ended before the requested frame.") from None
+        except av.error.FFmpegError as exc:
+            self._decoder = None
+            raise CorruptVideoError(f"{self.path}: decoding failed ({exc}).") from exc
+        stamp = frame.pts if frame.pts is not None else frame.dts
+        index = self._pts_to_index.get(int(stamp)) if stamp is not None else None
+        if index is None:
+            self._decoder = None
+            raise CorruptVideoError(f"{self.path}: decoded a frame with an unknown timestamp {stamp}.")
+        self._position = index
+        return frame
+
+    def clear_cache(self) -> None:
+        """Forget cached frames (benchmarks use it to measure cold access)."""
+        self._cache = _FrameCache(self._cache.max_bytes)
+
+    # ---- lifetime -------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._decoder = None
+        self._container.close()
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"VideoSource({str(self.path)!r}, {self.duration_seconds:.1f}s, {self.num_frames} frames @ "
+            f"{self.fps:g} fps, {self.width}x{self.height} {self.codec})"
+        )
+
+
+def _check_regular_file(path: Path) -> None:
+    # Checked before FFmpeg sees the path: opening a FIFO or a directory can block or mislead it.
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise VideoNotFoundError(f"{path}: no such file; check the path.") from None
+    if not stat.S_ISREG(mode):
+        raise VideoNotFoundError(f"{path}: not a regular file (a directory, pipe or device); give a video file.")
+    if path.stat().st_size == 0:
+        raise NotAVideoError(f"{path}: the file is empty (0 bytes); it was probably not written completely.")

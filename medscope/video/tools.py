@@ -1,0 +1,218 @@
+"""The model-facing video tools: the overview, ``crop_video`` and ``get_frame``.
+
+``VideoTools`` wraps one ``VideoSource`` for one episode. It validates the arguments a model wrote, clamps
+times into the video and says so, enforces the episode's frame budget, and returns either an
+``Observation`` (frames with their real timestamps) or a ``ToolError`` whose message tells the model what
+was wrong. It never raises on model input: errors the model caused are observations, errors we caused
+(an unreadable file) are exceptions.
+
+Rendering observations into chat messages is the protocol's job (``medscope.agent.protocol``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from medscope.video.source import Frame, VideoSource
+
+
+@dataclass(frozen=True)
+class ToolConfig:
+    """Frame counts, pixel caps and the frame budget of an episode (defaults from DESIGN.md section 3)."""
+
+    overview_frames: int = field(default=16, metadata={"help": "frames in the coarse overview"})
+    overview_max_pixels: int = field(default=224 * 224, metadata={"help": "pixel cap per overview frame"})
+    crop_frames: int = field(default=8, metadata={"help": "frames returned by crop_video"})
+    crop_max_pixels: int = field(default=224 * 224, metadata={"help": "pixel cap per crop_video frame"})
+    get_frame_count: int = field(default=3, metadata={"help": "frames around the timestamp from get_frame"})
+    get_frame_max_pixels: int = field(default=448 * 448, metadata={"help": "pixel cap per get_frame frame"})
+    max_frames: int = field(default=64, metadata={"help": "frames an episode may see, overview included"})
+    snap_overview_to_keyframes: bool = field(
+        default=True, metadata={"help": "take overview frames at nearby keyframes (cheaper, still timestamped)"}
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("overview_frames", "crop_frames", "get_frame_count", "max_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ToolConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a tool returned: the frames (ordered by time) and notes such as clamped arguments."""
+
+    tool: str
+    arguments: dict[str, float]
+    frames: tuple[Frame, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def timestamps(self) -> list[float]:
+        return [f.pts_seconds for f in self.frames]
+
+
+@dataclass(frozen=True)
+class ToolError:
+    """A tool call the model got wrong; ``message`` is shown to the model so it can correct itself."""
+
+    tool: str
+    message: str
+
+
+# OpenAI function-calling schemas; the protocol puts them in the system prompt.
+TOOL_SPECS: tuple[dict[str, Any], ...] = (
+    {
+        "type": "function",
+        "function": {
+            "name": "crop_video",
+            "description": "Watch an interval of the video densely: returns frames spread uniformly between "
+            "start_time and end_time, each labelled with its timestamp.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "start_time": {"type": "number", "description": "interval start, seconds from video start"},
+                    "end_time": {"type": "number", "description": "interval end, seconds; > start_time"},
+                },
+                "required": ["start_time", "end_time"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_frame",
+            "description": "Inspect one moment at high resolution: returns the frames nearest the timestamp.",
+            "parameters": {
+                "type": "object",
+                "properties": {"timestamp": {"type": "number", "description": "seconds from video start"}},
+                "required": ["timestamp"],
+            },
+        },
+    },
+)
+TOOL_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    spec["function"]["name"]: tuple(spec["function"]["parameters"]["required"]) for spec in TOOL_SPECS
+}
+
+
+class VideoTools:
+    """The tools of one episode over one video; counts the frames it has shown."""
+
+    def __init__(self, source: VideoSource, config: ToolConfig | None = None) -> None:
+        self.source = source
+        self.config = config or ToolConfig()
+        self.frames_used = 0
+
+    @property
+    def frames_left(self) -> int:
+        return self.config.max_frames - self.frames_used
+
+    def overview(self) -> Observation:
+        """K frames spread over the whole video (bin centres, or the keyframe nearest each centre)."""
+        k = min(self.config.overview_frames, self.source.num_frames)
+        duration = self.source.duration_seconds
+        gap = duration / k
+        indices: list[int] = []
+        for j in range(k):
+            centre = (j + 0.5) * gap
+            index = self.source.index_at(centre)
+            if self.config.snap_overview_to_keyframes:
+                key = self.source.nearest_keyframe(centre)
+                # A keyframe decodes alone; use it when it is close enough to keep the sampling uniform.
+                if abs(self.source.frame_times[key] - centre) <= gap / 4 and key not in indices:
+                    index = key
+            if index not in indices:
+                indices.append(index)
+        indices.sort()
+        frames = self.source.frames_at_indices(indices, max_pixels=self.config.overview_max_pixels)
+        self.frames_used += len(frames)
+        return Observation("overview", {"duration": duration}, tuple(frames))
+
+    def call(self, name: object, arguments: object) -> Observation | ToolError:
+        """Run the tool a model asked for; any mistake in the request comes back as a ``ToolError``."""
+        if not isinstance(name, str) or name not in TOOL_ARGUMENTS:
+            known = ", ".join(f"{n}({', '.join(a)})" for n, a in TOOL_ARGUMENTS.items())
+            return ToolError(str(name), f"Unknown tool {name!r}. Available tools: {known}.")
+        if not isinstance(arguments, Mapping):
+            return ToolError(name, f"{name} arguments must be a JSON object, got {type(arguments).__name__}.")
+        values, notes, error = self._read_times(name, arguments)
+        if error is not None:
+            return ToolError(name, error)
+        if name == "crop_video":
+            return self._crop_video(values["start_time"], values["end_time"], notes)
+        return self._get_frame(values["timestamp"], notes)
+
+    def crop_video(self, start_time: object, end_time: object) -> Observation | ToolError:
+        return self.call("crop_video", {"start_time": start_time, "end_time": end_time})
+
+    def get_frame(self, timestamp: object) -> Observation | ToolError:
+        return self.call("get_frame", {"timestamp": timestamp})
+
+    # ---- internals ------------------------------------------------------------------------------------------
+    def _read_times(
+        self, name: str, arguments: Mapping[Any, Any]
+    ) -> tuple[dict[str, float], list[str], str | None]:
+        duration = self.source.duration_seconds
+        expected = TOOL_ARGUMENTS[name]
+        missing = [a for a in expected if a not in arguments]
+        if missing:
+            return {}, [], f"{name} needs {', '.join(expected)} (seconds); missing: {', '.join(missing)}."
+        notes = [f"ignored unknown argument {k!r}" for k in arguments if k not in expected]
+        values: dict[str, float] = {}
+        for key in expected:
+            raw = arguments[key]
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                return {}, [], f"{name}: {key} must be a number of seconds, got {raw!r}."
+            if not math.isfinite(raw):
+                return {}, [], f"{name}: {key} must be a finite number of seconds, got {raw!r}."
+            value = min(max(float(raw), 0.0), duration)
+            if value != raw:
+                notes.append(f"{key} {raw:g}s clamped to {value:g}s (the video spans 0-{duration:g}s)")
+            values[key] = value
+        if name == "crop_video" and values["end_time"] <= values["start_time"]:
+            asked = f"[{arguments['start_time']:g}, {arguments['end_time']:g}]"
+            return {}, [], (
+                f"crop_video: end_time must be greater than start_time; got {asked} "
+                f"(after clamping to the video 0-{duration:g}s: [{values['start_time']:g}, {values['end_time']:g}])."
+            )
+        return values, notes, None
+
+    def _charge(self, name: str, count: int) -> ToolError | None:
+        if count > self.frames_left:
+            return ToolError(
+                name,
+                f"Frame budget exhausted: {name} needs {count} frames but only {self.frames_left} of "
+                f"{self.config.max_frames} are left. Answer with the evidence you have.",
+            )
+        self.frames_used += count
+        return None
+
+    def _crop_video(self, start: float, end: float, notes: list[str]) -> Observation | ToolError:
+        times = self.source.frame_times
+        lo = int(times.searchsorted(start, side="left"))
+        hi = int(times.searchsorted(end, side="right")) - 1
+        if lo > hi:  # the interval falls between two frames: show the one nearest its middle
+            indices = [self.source.index_at((start + end) / 2)]
+            notes.append("the interval is shorter than one frame; showing the nearest frame")
+        else:
+            n = self.config.crop_frames
+            picks = (self.source.index_at(start + (j + 0.5) * (end - start) / n) for j in range(n))
+            indices = sorted({min(max(i, lo), hi) for i in picks})
+        error = self._charge("crop_video", len(indices))
+        if error is not None:
+            return error
+        frames = self.source.frames_at_indices(indices, max_pixels=self.config.crop_max_pixels)
+        return Observation("crop_video", {"start_time": start, "end_time": end}, tuple(frames), tuple(notes))
+
+    def _get_frame(self, timestamp: float, notes: list[str]) -> Observation | ToolError:
+        count = min(self.config.get_frame_count, self.source.num_frames)
+        centre = self.source.index_at(timestamp)
+        lo = max(0, min(centre - (count - 1) // 2, self.source.num_frames - count))
+        error = self._charge("get_frame", count)
+        if error is not None:
+            return error
+        frames = self.source.frames_at_indices(range(lo, lo + count), max_pixels=self.config.get_frame_max_pixels)
+        return Observation("get_frame", {"timestamp": timestamp}, tuple(frames), tuple(notes))

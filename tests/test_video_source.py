@@ -102,7 +102,7 @@ def test_truncated_file(synth_path: Path, tmp_path: Path) -> None:
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(synth_path.read_bytes()[: synth_path.stat().st_size // 2])
     # the mp4 index (moov) is written last by our muxer, so half a file is not a video any more
-    _fail_fast(cut, VideoError, "")
+    _fail_fast(cut, NotAVideoError, "Invalid data")
 
 
 def test_audio_only_file(tmp_path: Path) -> None:
@@ -118,12 +118,17 @@ def test_audio_only_file(tmp_path: Path) -> None:
     _fail_fast(path, NoVideoStreamError, "no video stream")
 
 
-def test_video_stream_without_frames(tmp_path: Path) -> None:
-    path = tmp_path / "zero.mp4"
+@pytest.mark.parametrize(("suffix", "error", "match"), [
+    (".mp4", NoVideoStreamError, "no video stream"),  # the mp4 muxer drops a track without samples
+    (".mkv", NotAVideoError, "End of file"),
+])
+def test_video_without_frames(tmp_path: Path, suffix: str, error: type[VideoError], match: str) -> None:
+    path = tmp_path / f"zero{suffix}"
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=4)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-    _fail_fast(path, VideoError, "")
+        container.start_encoding()  # header written, no frame ever encoded
+    _fail_fast(path, error, match)
 
 
 def test_garbage_in_the_middle_does_not_hang(synth_path: Path, tmp_path: Path) -> None:

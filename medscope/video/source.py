@@ -83,10 +83,8 @@ class VideoSource:
         _check_regular_file(self.path)
         try:
             self._container = av.open(str(self.path), mode="r")
-        except (av.error.InvalidDataError, av.error.EOFError, av.error.ValueError) as exc:
+        except av.error.FFmpegError as exc:  # InvalidDataError for text, truncated or unknown files
             raise NotAVideoError(f"{self.path}: FFmpeg cannot read this file as a video ({exc}).") from exc
-        except av.error.FFmpegError as exc:
-            raise NotAVideoError(f"{self.path}: cannot open ({exc}).") from exc
         if not self._container.streams.video:
             self._container.close()
             raise NoVideoStreamError(f"{self.path}: the file has no video stream (audio or data only).")

@@ -1,0 +1,72 @@
+"""The one interface every backend implements, and the chat-message shape the agent speaks.
+
+A message is ``{"role": "system" | "user" | "assistant" | "tool", "content": [part, ...]}`` where a part is
+``{"type": "text", "text": str}`` or ``{"type": "image", "image": PIL.Image.Image}``. Tool observations use the
+``tool`` role; a backend whose model or server cannot show images in tool messages converts them with
+``tool_messages_as_user`` (a user turn wrapped in ``<tool_response>``), which is what Qwen's own templates do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from PIL import Image
+
+Message = dict[str, Any]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Produces the next assistant turn. ``generate`` returns the new text only; it may or may not include
+    the stop string that ended it (servers strip it), so the protocol's parser accepts both."""
+
+    def identity(self) -> dict[str, str]:
+        """``{"backend": ..., "model": ...}`` for traces and reports."""
+        ...
+
+    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str: ...
+
+
+def text_part(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def image_part(image: Image.Image) -> dict[str, Any]:
+    return {"type": "image", "image": image}
+
+
+def message_text(message: Message) -> str:
+    """The text parts of a message joined (images dropped)."""
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(part["text"] for part in content if part["type"] == "text")
+
+
+def message_images(message: Message) -> list[Image.Image]:
+    content = message["content"]
+    return [] if isinstance(content, str) else [part["image"] for part in content if part["type"] == "image"]
+
+
+def tool_messages_as_user(messages: Sequence[Message]) -> list[Message]:
+    """Rewrite ``tool`` messages as user turns wrapped in ``<tool_response>`` so their images survive."""
+    out: list[Message] = []
+    for message in messages:
+        if message["role"] != "tool":
+            out.append(message)
+            continue
+        content = message["content"]
+        parts = [text_part(content)] if isinstance(content, str) else list(content)
+        out.append({"role": "user", "content": [text_part("<tool_response>\n"), *parts, text_part("\n</tool_response>")]})
+    return out
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Cut ``text`` right after the earliest stop string (kept), for backends that overshoot."""
+    cut = len(text)
+    for s in stop:
+        pos = text.find(s)
+        if pos != -1:
+            cut = min(cut, pos + len(s))
+    return text[:cut]

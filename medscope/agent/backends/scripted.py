@@ -1,0 +1,154 @@
+"""Deterministic policies that speak the protocol: for tests, demos and baselines.
+
+They read only what a model would read (the messages: timestamps in text, the duration), plus the
+reference they are built with, and write protocol text:
+
+- ``OracleBackend`` knows the ground-truth window: a coarse crop around a widened window, a fine crop on
+  the window, ``get_frame`` at its centre, then the answer. The upper bound of looking on purpose.
+- ``UniformBackend`` never calls a tool and answers from the overview alone. It has *perfect perception of
+  the frames it saw*: it knows the answer only if an overview frame fell inside the evidence, so it
+  measures what uniform sampling can find at all.
+- ``RandomBackend`` calls tools at random times and answers a random window: the floor.
+- ``ReplayBackend`` plays back fixed turns: the test model for the loop.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from medscope.agent.backends.base import Message, message_text
+from medscope.agent.protocol import Window, render_answer, render_tool_call, render_window
+
+_DURATION = re.compile(r"Video duration: ([0-9.]+)s")
+_STAMP = re.compile(r"\[([0-9]+(?:\.[0-9]+)?)s\]")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a scripted policy knows: the reference answer and its evidence windows.
+
+    ``grounding`` questions are answered with the window itself; others with ``answer`` (when known) and,
+    if ``explicit_evidence``, an ``<evidence>`` block."""
+
+    answer: str
+    windows: tuple[Window, ...]
+    grounding: bool = False
+    fallback_answer: str = "unknown"
+
+
+def _duration(messages: Sequence[Message]) -> float:
+    for message in messages:
+        match = _DURATION.search(message_text(message))
+        if match:
+            return float(match.group(1))
+    raise ValueError("no 'Video duration' in the conversation: is this a medscope episode?")
+
+
+def _turns_taken(messages: Sequence[Message]) -> int:
+    return sum(1 for m in messages if m["role"] == "assistant")
+
+
+def _wants_evidence(messages: Sequence[Message]) -> bool:
+    return "<evidence>" in message_text(messages[0])
+
+
+def _answer(reference: Reference, window: Window | None, think: str, messages: Sequence[Message]) -> str:
+    known = window is not None
+    if reference.grounding:
+        text = render_window(window) if window is not None else render_window(reference.windows[0])
+    else:
+        text = reference.answer if known else reference.fallback_answer
+    evidence = [window] if (window is not None and _wants_evidence(messages)) else None
+    return render_answer(text, think, evidence)
+
+
+class OracleBackend:
+    def __init__(self, reference: Reference, *, widen: float = 3.0, min_coarse_seconds: float = 20.0) -> None:
+        self.reference = reference
+        self.widen = widen
+        self.min_coarse_seconds = min_coarse_seconds
+
+    def identity(self) -> dict[str, str]:
+        return {"backend": "scripted", "model": "oracle"}
+
+    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
+        duration = _duration(messages)
+        start, end = self.reference.windows[0]
+        centre, half = (start + end) / 2, max((end - start) * self.widen, self.min_coarse_seconds) / 2
+        step = _turns_taken(messages)
+        if step == 0:
+            lo, hi = max(0.0, centre - half), min(duration, centre + half)
+            return render_tool_call("crop_video", {"start_time": round(lo, 2), "end_time": round(hi, 2)},
+                                    f"The evidence is likely between {lo:.1f}s and {hi:.1f}s; watch it coarsely.")
+        if step == 1:
+            return render_tool_call("crop_video", {"start_time": start, "end_time": end},
+                                    f"It happens around {start:.1f}-{end:.1f}s; look closely.")
+        if step == 2:
+            return render_tool_call("get_frame", {"timestamp": round(centre, 2)},
+                                    f"Inspect the key moment at {centre:.1f}s.")
+        return _answer(self.reference, (start, end), f"The frames at {start:.1f}-{end:.1f}s show it.", messages)
+
+
+class UniformBackend:
+    def __init__(self, reference: Reference) -> None:
+        self.reference = reference
+
+    def identity(self) -> dict[str, str]:
+        return {"backend": "scripted", "model": "uniform"}
+
+    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
+        duration = _duration(messages)
+        seen = sorted({float(t) for t in _STAMP.findall(message_text(messages[1]))})
+        gap = duration / max(len(seen), 1)
+        hits = [t for t in seen if any(s <= t <= e for s, e in self.reference.windows)]
+        if hits:  # the evidence fell on overview frames: bracket them by half a sampling gap
+            window: Window | None = (max(0.0, hits[0] - gap / 2), min(duration, hits[-1] + gap / 2))
+            think = f"Overview frames at {', '.join(f'{t:.1f}s' for t in hits)} show it."
+            return _answer(self.reference, window, think, messages)
+        guess = (max(0.0, duration / 2 - gap / 2), min(duration, duration / 2 + gap / 2))
+        think = "No overview frame shows it; guessing the middle of the video."
+        if self.reference.grounding:
+            return render_answer(render_window(guess), think)
+        return render_answer(self.reference.fallback_answer, think)
+
+
+class RandomBackend:
+    def __init__(self, reference: Reference, *, seed: int = 0, calls: int = 2) -> None:
+        self.reference = reference
+        self.rng = random.Random(seed)
+        self.calls = calls
+
+    def identity(self) -> dict[str, str]:
+        return {"backend": "scripted", "model": "random"}
+
+    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
+        duration = _duration(messages)
+        a, b = sorted(self.rng.uniform(0, duration) for _ in range(2))
+        if _turns_taken(messages) < self.calls:
+            if self.rng.random() < 0.5:
+                return render_tool_call("get_frame", {"timestamp": round(a, 2)}, "A random look.")
+            return render_tool_call("crop_video", {"start_time": round(a, 2), "end_time": round(b, 2)}, "A random look.")
+        if self.reference.grounding:
+            return render_answer(render_window((a, b)), "A random guess.")
+        return render_answer(self.reference.fallback_answer, "A random guess.")
+
+
+class ReplayBackend:
+    """Plays back fixed turns in order (then repeats the last) and keeps every prompt it was given."""
+
+    def __init__(self, turns: Sequence[str], *, name: str = "replay") -> None:
+        if not turns:
+            raise ValueError("ReplayBackend needs at least one turn")
+        self.turns = list(turns)
+        self.name = name
+        self.prompts: list[list[Message]] = []
+
+    def identity(self) -> dict[str, str]:
+        return {"backend": "scripted", "model": self.name}
+
+    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
+        self.prompts.append(list(messages))
+        return self.turns[min(len(self.prompts) - 1, len(self.turns) - 1)]

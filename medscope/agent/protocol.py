@@ -1,0 +1,215 @@
+"""The agent's text protocol: the system prompt, rendering of turns, and parsing of what a model wrote.
+
+An assistant turn is ``<think>…</think>`` followed by exactly one of
+``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` or ``<answer>…</answer>`` (optionally followed by
+``<evidence>[[s, e], …]</evidence>``). ``parse_turn`` is lenient on whitespace, a missing ``</think>`` and a
+closing tag cut off by a stop string, strict on structure, and never raises: a malformed turn becomes a
+``FormatError`` whose message tells the model the expected format.
+
+This module depends on no model library; the loop, the suite's trajectories and the rewards share it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jinja2
+
+from medscope.agent.backends.base import Message, image_part, text_part
+from medscope.video.tools import TOOL_SPECS, Observation, ToolError
+
+PROMPT_VERSION = "1"
+Window = tuple[float, float]
+
+FORMAT_HINT = (
+    "Expected format: <think>your reasoning</think> then either "
+    '<tool_call>{"name": "crop_video", "arguments": {"start_time": 10.0, "end_time": 20.0}}</tool_call> '
+    "or <answer>your answer</answer>."
+)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: Any  # whatever the model wrote; the tools validate it
+    think: str = ""
+
+
+@dataclass(frozen=True)
+class FinalAnswer:
+    answer: str
+    evidence: tuple[Window, ...] | None = None  # None: the model wrote no <evidence>
+    think: str = ""
+
+
+@dataclass(frozen=True)
+class FormatError:
+    message: str
+    think: str = ""
+
+
+Parsed = ToolCall | FinalAnswer | FormatError
+
+_THINK = re.compile(r"<think>(.*?)(?:</think>|(?=<tool_call>|<answer>)|$)", re.S)
+_TOOL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.S)
+_ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|(?=<evidence>)|$)", re.S)
+_EVIDENCE = re.compile(r"<evidence>(.*?)(?:</evidence>|$)", re.S)
+
+
+def stop_strings(*, explicit_evidence: bool) -> tuple[str, ...]:
+    """Generation ends after a tool call, or after the answer block (its evidence when that is asked for)."""
+    return ("</tool_call>", "</evidence>") if explicit_evidence else ("</tool_call>", "</answer>")
+
+
+@cache
+def _template(name: str) -> jinja2.Template:
+    source = resources.files("medscope.agent").joinpath("prompts", name).read_text(encoding="utf-8")
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+    return env.from_string(source)
+
+
+def system_prompt(*, overview_frames: int, max_turns: int, max_frames: int, explicit_evidence: bool) -> str:
+    return _template("system.jinja").render(
+        tools=[json.dumps(spec) for spec in TOOL_SPECS], overview_frames=overview_frames, max_turns=max_turns, max_frames=max_frames,
+        explicit_evidence=explicit_evidence,
+    ).strip()
+
+
+def format_seconds(t: float) -> str:
+    return f"[{t:.2f}s]"
+
+
+def _frame_parts(observation: Observation) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for frame in observation.frames:
+        parts.append(text_part(format_seconds(frame.pts_seconds)))
+        parts.append(image_part(frame.image))
+    return parts
+
+
+def first_user_message(
+    question: str, overview: Observation, *, duration: float, options: list[str] | None = None
+) -> Message:
+    """Question, duration and the timestamped overview frames."""
+    lines = [f"Video duration: {duration:.2f}s. Overview ({len(overview.frames)} frames):"]
+    parts = [text_part("\n".join(lines)), *_frame_parts(overview)]
+    text = f"\nQuestion: {question.strip()}"
+    if options:
+        text += "\nOptions:\n" + "\n".join(f"{chr(65 + i)}. {option}" for i, option in enumerate(options))
+    parts.append(text_part(text))
+    return {"role": "user", "content": parts}
+
+
+def observation_message(result: Observation | ToolError | FormatError) -> Message:
+    """A tool message: frames with timestamps, or the error the model must fix."""
+    if isinstance(result, ToolError):
+        return {"role": "tool", "content": [text_part(f"Tool error ({result.tool}): {result.message}")]}
+    if isinstance(result, FormatError):
+        return {"role": "tool", "content": [text_part(f"Format error: {result.message}")]}
+    args = ", ".join(f"{k}={v:g}" for k, v in result.arguments.items())
+    head = f"{result.tool}({args}) returned {len(result.frames)} frames."
+    if result.notes:
+        head += " Note: " + "; ".join(result.notes) + "."
+    return {"role": "tool", "content": [text_part(head), *_frame_parts(result)]}
+
+
+FORCE_ANSWER = (
+    "You have no tool calls left. Answer now from what you have seen: <think>…</think><answer>…</answer>"
+)
+
+
+def render_tool_call(name: str, arguments: dict[str, Any], think: str) -> str:
+    return f"<think>{think}</think>\n<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>"
+
+
+def render_answer(answer: str, think: str, evidence: list[Window] | None = None) -> str:
+    text = f"<think>{think}</think>\n<answer>{answer}</answer>"
+    if evidence is not None:
+        text += "\n<evidence>" + json.dumps([[round(s, 2), round(e, 2)] for s, e in evidence]) + "</evidence>"
+    return text
+
+
+def render_window(window: Window) -> str:
+    return f"[{window[0]:.2f}, {window[1]:.2f}]"
+
+
+def parse_turn(text: str, *, duration: float | None = None) -> Parsed:
+    """Parse one assistant turn; never raises."""
+    think_match = _THINK.search(text)
+    think = think_match.group(1).strip() if think_match else ""
+    n_calls, n_answers = text.count("<tool_call>"), text.count("<answer>")
+    if n_calls > 1:
+        return FormatError(f"Call one tool per turn; you wrote {n_calls} <tool_call> blocks. {FORMAT_HINT}", think)
+    if n_calls and n_answers:
+        return FormatError(f"Either call a tool or answer, not both in one turn. {FORMAT_HINT}", think)
+    if n_answers > 1:
+        return FormatError(f"Write exactly one <answer> block; you wrote {n_answers}. {FORMAT_HINT}", think)
+    if n_calls:
+        return _parse_call(_TOOL.search(text).group(1), think)  # type: ignore[union-attr]
+    if n_answers:
+        answer = _ANSWER.search(text).group(1).strip()  # type: ignore[union-attr]
+        if not answer:
+            return FormatError(f"The <answer> block is empty. {FORMAT_HINT}", think)
+        evidence_match = _EVIDENCE.search(text)
+        if evidence_match is None:
+            return FinalAnswer(answer, None, think)
+        windows = parse_windows(evidence_match.group(1), duration=duration)
+        if isinstance(windows, str):
+            return FormatError(f"Bad <evidence>: {windows} Write <evidence>[[start, end], ...]</evidence>.", think)
+        return FinalAnswer(answer, windows, think)
+    return FormatError(f"No <tool_call> or <answer> found. {FORMAT_HINT}", think)
+
+
+def _parse_call(body: str, think: str) -> Parsed:
+    try:
+        payload = json.loads(body.strip())
+    except json.JSONDecodeError as exc:
+        return FormatError(f"The tool call is not valid JSON ({exc.msg} at char {exc.pos}). {FORMAT_HINT}", think)
+    if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
+        return FormatError(f'A tool call is a JSON object with a "name" and "arguments". {FORMAT_HINT}', think)
+    arguments = payload.get("arguments", {})
+    if isinstance(arguments, str):  # OpenAI-style: arguments as a JSON-encoded string
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            return FormatError(f"The tool arguments string is not valid JSON ({exc.msg}). {FORMAT_HINT}", think)
+    return ToolCall(payload["name"], arguments, think)
+
+
+def parse_windows(text: str, *, duration: float | None = None) -> tuple[Window, ...] | str:
+    """``[[s, e], ...]`` (or one ``[s, e]``) as windows, or a message saying what is wrong."""
+    try:
+        value = json.loads(text.strip())
+    except json.JSONDecodeError:
+        return f"{text.strip()!r} is not a JSON list of [start, end] pairs."
+    if isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        return "expected a non-empty list of [start, end] pairs."
+    windows = []
+    for pair in value:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(_is_number(v) for v in pair)):
+            return f"{pair!r} is not a [start, end] pair of numbers."
+        start, end = float(pair[0]), float(pair[1])
+        if end < start:
+            return f"window [{start:g}, {end:g}] ends before it starts."
+        if duration is not None and (start < 0 or end > duration + 1e-6):
+            return f"window [{start:g}, {end:g}] lies outside the video [0, {duration:g}]."
+        windows.append((start, end))
+    return tuple(windows)
+
+
+def parse_answer_window(answer: str) -> Window | None:
+    """The window a grounding answer states (``[s, e]``), or None."""
+    windows = parse_windows(answer)
+    return windows[0] if isinstance(windows, tuple) and len(windows) == 1 else None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

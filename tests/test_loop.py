@@ -1,0 +1,134 @@
+"""The episode loop on a real SynthClin video: tool calls, errors fed back, budgets, evidence, traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medscope.agent.backends.base import message_images, message_text
+from medscope.agent.backends.scripted import OracleBackend, RandomBackend, Reference, ReplayBackend, UniformBackend
+from medscope.agent.loop import AgentConfig, run_episode
+from medscope.agent.protocol import render_answer, render_tool_call
+from medscope.agent.trace import Episode, append_episode, read_episodes
+from medscope.video.synthclin import SynthClinVideo
+from medscope.video.tools import ToolConfig
+
+CROP = render_tool_call("crop_video", {"start_time": 30.0, "end_time": 46.0}, "look")
+FRAME = render_tool_call("get_frame", {"timestamp": 40.0}, "closer")
+ANSWER = render_answer("bleeding", "seen it")
+
+
+def _event(video: SynthClinVideo) -> tuple[float, float]:
+    event = video.annotation["events"][0]
+    return event["start"], event["end"]
+
+
+def test_oracle_episode_finds_the_evidence(synth_video: SynthClinVideo) -> None:
+    window = _event(synth_video)
+    ref = Reference(answer=synth_video.annotation["events"][0]["label"], windows=(window,))
+    episode = run_episode(OracleBackend(ref), synth_video.video_path, "What happens?", sample_id="q1",
+                          reference={"answer": ref.answer, "evidence": [list(window)]})
+    assert [t.kind for t in episode.turns] == ["tool_call", "tool_call", "tool_call", "answer"]
+    assert [t.tool for t in episode.turns[:3]] == ["crop_video", "crop_video", "get_frame"]
+    assert episode.answer == ref.answer and episode.tool_calls == 3 and not episode.forced_answer
+    assert episode.evidence == [list(window)] and episode.evidence_source == "tools"
+    assert episode.last_crop == list(window) and episode.last_frame == pytest.approx(sum(window) / 2, abs=0.01)
+    fine = episode.turns[1].observation
+    assert fine is not None and all(window[0] <= t <= window[1] for t in fine.timestamps)
+    assert episode.frames_viewed == 16 + len(episode.turns[0].observation.timestamps) + len(fine.timestamps) + 3
+    assert episode.backend == {"backend": "scripted", "model": "oracle"}
+
+
+def test_observations_reach_the_model_as_timestamped_images(synth_path: Path) -> None:
+    backend = ReplayBackend([CROP, ANSWER])
+    run_episode(backend, synth_path, "What happens?")
+    system, user = backend.prompts[0][:2]
+    assert "crop_video" in message_text(system)
+    assert len(message_images(user)) == 16 and "[" in message_text(user) and "Question: What happens?" in message_text(user)
+    tool = backend.prompts[1][-1]
+    assert tool["role"] == "tool" and len(message_images(tool)) == 8
+    parts = tool["content"]
+    labels = [parts[i - 1]["text"] for i, p in enumerate(parts) if p["type"] == "image"]  # right before each image
+    assert labels == [f"[{31 + 2 * j:.2f}s]" for j in range(8)]
+
+
+@pytest.mark.parametrize(
+    ("bad", "needle"),
+    [
+        ('<think>x</think><tool_call>{"name": "crop_video", "arguments": {start: 1}}</tool_call>', "not valid JSON"),
+        ('<think>x</think><tool_call>{"name": "zoom", "arguments": {}}</tool_call>', "Unknown tool"),
+        (CROP + FRAME, "one tool per turn"),
+        ("<think>I will answer later</think>", "No <tool_call> or <answer>"),
+        (render_tool_call("crop_video", {"start_time": 50, "end_time": 40}, "x"), "greater than start_time"),
+        ("<answer>A</answer><evidence>[[500, 510]]</evidence>", "outside the video"),
+    ],
+)
+def test_malformed_turn_becomes_tool_error_and_episode_continues(synth_path: Path, bad: str, needle: str) -> None:
+    backend = ReplayBackend([bad, FRAME, ANSWER])
+    episode = run_episode(backend, synth_path, "What happens?")
+    assert needle in (episode.turns[0].error or "")
+    feedback = message_text(backend.prompts[1][-1])
+    assert backend.prompts[1][-1]["role"] == "tool" and needle in feedback
+    assert [t.kind for t in episode.turns][1:] == ["tool_call", "answer"] and episode.answer == "bleeding"
+    assert episode.errors == [episode.turns[0].error]
+
+
+def test_turn_budget_forces_an_answer(synth_path: Path) -> None:
+    backend = ReplayBackend([FRAME, FRAME, ANSWER])
+    episode = run_episode(backend, synth_path, "q", AgentConfig(max_turns=2))
+    assert [t.forced for t in episode.turns] == [False, False, True]
+    assert episode.answer == "bleeding" and episode.forced_answer
+    assert "no tool calls left" in message_text(backend.prompts[2][-1])
+
+
+def test_forced_turn_without_answer_ends_unanswered(synth_path: Path) -> None:
+    episode = run_episode(ReplayBackend([FRAME]), synth_path, "q", AgentConfig(max_turns=1))
+    assert len(episode.turns) == 2 and episode.answer is None and episode.forced_answer
+    assert episode.evidence == [[40.0, 40.0]]  # a get_frame is still evidence of where it looked
+
+
+def test_frame_budget_forces_an_answer(synth_path: Path) -> None:
+    config = AgentConfig(max_turns=6, tools=ToolConfig(max_frames=19))
+    episode = run_episode(ReplayBackend([FRAME, CROP, ANSWER]), synth_path, "q", config)
+    assert episode.frames_viewed == 19 and episode.turns[1].forced
+    assert episode.tool_calls == 1
+
+
+def test_explicit_evidence_overrides_tools(synth_path: Path) -> None:
+    answer = render_answer("bleeding", "seen", [(31.0, 35.0)])
+    config = AgentConfig(explicit_evidence=True)
+    episode = run_episode(ReplayBackend([CROP, answer]), synth_path, "q", config)
+    assert episode.evidence == [[31.0, 35.0]] and episode.evidence_source == "explicit"
+    assert episode.last_crop == [30.0, 46.0]
+
+
+def test_uniform_and_random_baselines(synth_video: SynthClinVideo) -> None:
+    window = _event(synth_video)
+    ref = Reference(answer="[x]", windows=(window,), grounding=True)
+    uniform = run_episode(UniformBackend(ref), synth_video.video_path, "When?")
+    assert uniform.tool_calls == 0 and uniform.frames_viewed == 16 and uniform.answer
+    rand = run_episode(RandomBackend(ref, seed=3), synth_video.video_path, "When?")
+    assert rand.tool_calls == 2 and rand.answer and rand.answer.startswith("[")
+
+
+def test_trace_round_trip(synth_video: SynthClinVideo, tmp_path: Path) -> None:
+    ref = Reference(answer="smoke", windows=(_event(synth_video),))
+    episodes = [run_episode(OracleBackend(ref), synth_video.video_path, f"q{i}", sample_id=f"s{i}") for i in range(2)]
+    episodes.append(run_episode(ReplayBackend(["garbage", ANSWER]), synth_video.video_path, "q3"))
+    trace = tmp_path / "trace.jsonl"
+    for episode in episodes:
+        append_episode(trace, episode)
+    back = list(read_episodes(trace))
+    assert [e.to_dict() for e in back] == [e.to_dict() for e in episodes]
+    assert isinstance(back[0], Episode) and back[0].turns[0].observation is not None
+    text = trace.read_text()
+    assert len(text.splitlines()) == 3
+    assert "PIL" not in text and len(text) < 12_000 * 3  # timestamps and indices only, never pixels
+
+
+def test_trace_reader_names_the_bad_line(tmp_path: Path) -> None:
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"schema": "medscope.episode/1"}\n{not json\n')
+    with pytest.raises(ValueError, match=r"t.jsonl:1"):
+        list(read_episodes(trace))

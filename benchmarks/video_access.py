@@ -78,12 +78,10 @@ def one_gop_floor(path: Path, source: VideoSource, t: float) -> float:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        start_pts = int(round(source.frame_times[key] / float(stream.time_base)))
+        start_pts = round(source.frame_times[key] / float(stream.time_base))
         started = time.perf_counter()
         container.seek(start_pts, stream=stream, backward=True, any_frame=False)
-        count = 0
-        for _ in container.decode(stream):
-            count += 1
+        for count, _ in enumerate(container.decode(stream), start=1):
             if count >= end - key:
                 break
         return time.perf_counter() - started
@@ -138,17 +136,19 @@ def bench_video(path: Path, *, samples: int, naive_at: float, seed: int) -> dict
     floor = [one_gop_floor(path, source, t) for t in times]
     crop_short, crop_long = [], []
     for t in times[: max(3, samples // 4)]:
-        start = min(t, duration - 600)
-        source.clear_cache()  # cold crops
-        crop_short.append(timed(lambda s=start: tools.crop_video(s, s + 60))[0])
-        source.clear_cache()
-        crop_long.append(timed(lambda s=start: tools32.crop_video(s, s + 600))[0])
+        for seconds, n_tools, out in ((60.0, tools, crop_short), (600.0, tools32, crop_long)):
+            start = max(0.0, min(t, duration - seconds))
+            source.clear_cache()  # cold crops
+            elapsed, obs = timed(lambda s=start, w=seconds, k=n_tools: k.crop_video(s, s + w))
+            assert isinstance(obs, Observation), obs
+            out.append(elapsed)
     source.clear_cache()
     medscope_at = timed(lambda: tools.get_frame(naive_at))[0]
     naive = naive_decode(path, naive_at)
     result = {
         "video": {"path": str(path), "duration_s": duration, "fps": source.fps, "frames": source.num_frames,
-                  "size": f"{source.width}x{source.height}", "gop_frames": int(np.median(np.diff(source.keyframe_indices)))},
+                  "size": f"{source.width}x{source.height}",
+                  "gop_frames": int(np.median(np.diff(source.keyframe_indices)))},
         "open_and_index_s": open_s,
         "get_frame_cold_median_s": statistics.median(cold),
         "get_frame_cold_exact_fraction": exact / samples,

@@ -24,8 +24,21 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ask(args: argparse.Namespace) -> int:
+    from medscope.agent.ask import AskConfig, ask
+    from medscope.agent.loop import AgentConfig
+
+    episode = ask(args.video, args.question, config_from_args(AskConfig, args), config_from_args(AgentConfig, args))
+    evidence = ", ".join(f"[{s:.2f}, {e:.2f}]" for s, e in episode.evidence) or "none"
+    print(f"answer: {episode.answer}\nevidence ({episode.evidence_source}): {evidence}")
+    print(f"cost: {episode.tool_calls} tool calls, {episode.frames_viewed} frames, {episode.seconds:.2f}s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Config classes are imported here, not at module import, so `medscope --help` stays instant.
+    from medscope.agent.ask import AskConfig
+    from medscope.agent.loop import AgentConfig
     from medscope.demo import DemoConfig
     from medscope.video.synthclin import SynthClinConfig
 
@@ -38,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(synth, SynthClinConfig)
     synth.set_defaults(run=_synth)
 
+    ask = sub.add_parser("ask", help="ask one question about one video")
+    ask.add_argument("video", help="video file")
+    ask.add_argument("question", help="the question, in quotes")
+    add_config_arguments(ask, AskConfig)
+    add_config_arguments(ask, AgentConfig)
+    ask.set_defaults(run=_ask)
+
     demo = sub.add_parser("demo", help="generate a video and show the tools on it")
     add_config_arguments(demo, DemoConfig)
     demo.set_defaults(run=_demo)
@@ -46,11 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from medscope.agent.backends.base import BackendError
     from medscope.video.errors import VideoError
 
     try:
         return int(args.run(args))
-    except (VideoError, ValueError) as exc:
+    except (VideoError, BackendError, ValueError) as exc:
         print(f"medscope {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,19 +1,26 @@
-"""``make demo``: generate a SynthClin video and show the video tools working on it.
+"""``make demo``: the agent on a generated clinical-like video, with the uniform-sampling baseline beside it.
 
-Prints the annotation summary and writes two contact sheets: the coarse overview a model first sees, and
-a ``crop_video`` around one short event that the overview misses.
+Generates a SynthClin video, asks two questions about short events with the oracle policy (looks on
+purpose: coarse crop, fine crop, get_frame) and with the uniform baseline (overview only), writes one HTML
+evidence report per policy and the traces, and prints where they are.
 """
 
 from __future__ import annotations
 
-import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medscope.agent.ask import print_turn
+from medscope.agent.backends import make_backend
+from medscope.agent.backends.scripted import synthclin_reference
+from medscope.agent.loop import run_episode
+from medscope.agent.trace import Episode, append_episode
+from medscope.report.html import render_report
 from medscope.report.sheet import contact_sheet, save_png
 from medscope.video.source import VideoSource
 from medscope.video.synthclin import SynthClinConfig, generate
-from medscope.video.tools import Observation, VideoTools
+from medscope.video.tools import VideoTools
 
 
 @dataclass(frozen=True)
@@ -23,34 +30,40 @@ class DemoConfig:
     seed: int = field(default=0, metadata={"help": "SynthClin seed"})
 
 
+def demo_questions(annotation: dict) -> list[str]:
+    """A grounding question and a perception question about two different short events."""
+    events = annotation["events"]
+    first = events[0]["label"].replace("_", " ")
+    second = next((e["label"] for e in events if e["label"] != events[0]["label"]), events[-1]["label"])
+    return [f"When does {first} occur?", f"What is seen when {second.replace('_', ' ')} happens, and where?"]
+
+
 def main(config: DemoConfig) -> dict[str, str]:
     out = Path(config.out)
     video = generate(SynthClinConfig(duration_seconds=config.minutes * 60, seed=config.seed), out)
     ann = video.annotation
-    print(f"SynthClin video: {video.video_path}  ({ann['duration']:.0f}s, {ann['num_frames']} frames)")
-    print(f"annotations:     {video.annotation_path}")
-    print(f"  phases ({len(ann['phases'])}): " + " → ".join(p["label"] for p in ann["phases"]))
-    print(f"  instruments: {len(ann['instruments'])} appearances; events: {len(ann['events'])}")
-    for event in ann["events"]:
-        print(f"    {event['start']:7.2f}–{event['end']:7.2f}s  {event['label']} ({event.get('position', '')})")
-
+    print(f"SynthClin video: {video.video_path} ({ann['duration']:.0f}s, {ann['num_frames']} frames)")
+    print("  phases: " + " → ".join(p["label"] for p in ann["phases"]))
+    print("  events: " + ", ".join(f"{e['label']} {e['start']:.1f}–{e['end']:.1f}s" for e in ann["events"]))
     with VideoSource(video.video_path) as source:
-        tools = VideoTools(source)
-        overview = tools.overview()
-        event = ann["events"][0]
-        margin = 4.0
-        crop = tools.crop_video(event["start"] - margin, event["end"] + margin)
-        assert isinstance(crop, Observation), crop  # arguments are in range: a ToolError would be our bug
-    hit = [t for t in overview.timestamps if event["start"] <= t < event["end"]]
-    print(f"overview: {len(overview.frames)} frames every ~{ann['duration'] / len(overview.frames):.0f}s; "
-          f"frames inside the first event: {len(hit)}")
-    print(f"crop_video({crop.arguments['start_time']:.1f}, {crop.arguments['end_time']:.1f}): "
-          + ", ".join(f"{t:.2f}s" for t in crop.timestamps))
-    paths = {
-        "overview": str(save_png(contact_sheet(overview.frames, title="overview"), out / "overview.png")),
-        "crop": str(save_png(contact_sheet(crop.frames, title=f"crop_video around {event['label']}"),
-                             out / "crop_event.png")),
-    }
-    print("contact sheets:  " + "  ".join(paths.values()))
-    (out / "demo.json").write_text(json.dumps(paths, indent=2))
+        overview = VideoTools(source).overview()
+        paths = {"overview": str(save_png(contact_sheet(overview.frames, title="overview"), out / "overview.png"))}
+        for policy in ("oracle", "uniform"):
+            trace = out / f"{policy}.trace.jsonl"
+            trace.unlink(missing_ok=True)
+            episodes: list[Episode] = []
+            for question in demo_questions(ann):
+                ref = synthclin_reference(ann, question)
+                print(f"\n[{policy}] {question}", file=sys.stderr)
+                episode = run_episode(make_backend(policy, reference=ref), source, question, on_turn=print_turn,
+                                      reference={"answer": ref.answer, "evidence": [list(w) for w in ref.windows]})
+                print(f"  → {episode.answer}  evidence {episode.evidence}  (truth {list(ref.windows[0])})",
+                      file=sys.stderr)
+                append_episode(trace, episode)
+                episodes.append(episode)
+            paths[f"{policy}_report"] = str(render_report(episodes, out / f"{policy}_report.html"))
+            paths[f"{policy}_trace"] = str(trace)
+    print("\nwrote:")
+    for name, path in paths.items():
+        print(f"  {name:15s} {path}")
     return paths

@@ -41,7 +41,8 @@ def test_grounding_answer_is_a_window() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        '  <think>\n hmm \n</think>\n\n<tool_call>\n {"name": "get_frame", "arguments": {"timestamp": 3}} \n</tool_call>',
+        '  <think>\n hmm \n</think>\n\n<tool_call>\n {"name": "get_frame", "arguments": {"timestamp": 3}} \n'
+        "</tool_call>",
         '<think>hmm</think><tool_call>{"name": "get_frame", "arguments": "{\\"timestamp\\": 3}"}</tool_call>',
         '<think>hmm<tool_call>{"name": "get_frame", "arguments": {"timestamp": 3}}</tool_call>',  # no </think>
         '<think>hmm</think><tool_call>{"name": "get_frame", "arguments": {"timestamp": 3}}',  # stop string cut

@@ -21,7 +21,7 @@ def test_overview_spans_video_in_order(tools: VideoTools) -> None:
     assert len(obs.frames) == 16
     times = obs.timestamps
     assert times == sorted(times) and len(set(times)) == 16
-    assert 0.0 <= times[0] and times[-1] <= tools.source.duration_seconds
+    assert times[0] >= 0.0 and times[-1] <= tools.source.duration_seconds
     gap = tools.source.duration_seconds / 16
     for j, t in enumerate(times):  # each frame stays near its bin centre, even when snapped to a keyframe
         assert abs(t - (j + 0.5) * gap) <= gap / 4 + 0.25
@@ -32,7 +32,7 @@ def test_overview_spans_video_in_order(tools: VideoTools) -> None:
 
 
 def test_overview_exact_mode_uses_bin_centres(synth_path: Path) -> None:
-    tools = VideoTools(VideoSource(synth_path), ToolConfig(snap_overview_to_keyframes=False, overview_frames=8))
+    tools = VideoTools(VideoSource(synth_path), ToolConfig(snap_to_keyframes=False, overview_frames=8))
     gap = 120.0 / 8
     assert tools.overview().timestamps == [pytest.approx(round(((j + 0.5) * gap) * 4) / 4) for j in range(8)]
 

@@ -76,8 +76,8 @@ def _template(name: str) -> jinja2.Template:
 
 def system_prompt(*, overview_frames: int, max_turns: int, max_frames: int, explicit_evidence: bool) -> str:
     return _template("system.jinja").render(
-        tools=[json.dumps(spec) for spec in TOOL_SPECS], overview_frames=overview_frames, max_turns=max_turns, max_frames=max_frames,
-        explicit_evidence=explicit_evidence,
+        tools=[json.dumps(spec) for spec in TOOL_SPECS], overview_frames=overview_frames, max_turns=max_turns,
+        max_frames=max_frames, explicit_evidence=explicit_evidence,
     ).strip()
 
 

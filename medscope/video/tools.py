@@ -30,8 +30,10 @@ class ToolConfig:
     get_frame_count: int = field(default=3, metadata={"help": "frames around the timestamp from get_frame"})
     get_frame_max_pixels: int = field(default=448 * 448, metadata={"help": "pixel cap per get_frame frame"})
     max_frames: int = field(default=64, metadata={"help": "frames an episode may see, overview included"})
-    snap_overview_to_keyframes: bool = field(
-        default=True, metadata={"help": "take overview frames at nearby keyframes (cheaper, still timestamped)"}
+    snap_to_keyframes: bool = field(
+        default=True,
+        metadata={"help": "overview/crop_video: take a keyframe within a quarter sampling gap of a sample point "
+                          "(decodes alone, still labelled with its real time); get_frame is always exact"},
     )
 
     def __post_init__(self) -> None:
@@ -112,24 +114,10 @@ class VideoTools:
 
     def overview(self) -> Observation:
         """K frames spread over the whole video (bin centres, or the keyframe nearest each centre)."""
-        k = min(self.config.overview_frames, self.source.num_frames)
-        duration = self.source.duration_seconds
-        gap = duration / k
-        indices: list[int] = []
-        for j in range(k):
-            centre = (j + 0.5) * gap
-            index = self.source.index_at(centre)
-            if self.config.snap_overview_to_keyframes:
-                key = self.source.nearest_keyframe(centre)
-                # A keyframe decodes alone; use it when it is close enough to keep the sampling uniform.
-                if abs(self.source.frame_times[key] - centre) <= gap / 4 and key not in indices:
-                    index = key
-            if index not in indices:
-                indices.append(index)
-        indices.sort()
+        indices = self._sample(0.0, self.source.duration_seconds, self.config.overview_frames)
         frames = self.source.frames_at_indices(indices, max_pixels=self.config.overview_max_pixels)
         self.frames_used += len(frames)
-        return Observation("overview", {"duration": duration}, tuple(frames))
+        return Observation("overview", {"duration": self.source.duration_seconds}, tuple(frames))
 
     def call(self, name: object, arguments: object) -> Observation | ToolError:
         """Run the tool a model asked for; any mistake in the request comes back as a ``ToolError``."""
@@ -152,6 +140,24 @@ class VideoTools:
         return self.call("get_frame", {"timestamp": timestamp})
 
     # ---- internals ------------------------------------------------------------------------------------------
+    def _sample(self, start: float, end: float, n: int) -> list[int]:
+        """Distinct frame indices nearest the centres of ``n`` equal bins of [start, end], kept inside it."""
+        times = self.source.frame_times
+        lo = int(times.searchsorted(start, side="left"))
+        hi = int(times.searchsorted(end, side="right")) - 1
+        gap = (end - start) / n
+        picked: set[int] = set()
+        for j in range(n):
+            centre = start + (j + 0.5) * gap
+            index = min(max(self.source.index_at(centre), lo), hi)
+            if self.config.snap_to_keyframes:
+                key = self.source.nearest_keyframe(centre)
+                # A keyframe decodes alone; take it when it is close enough to keep the sampling uniform.
+                if lo <= key <= hi and abs(times[key] - centre) <= gap / 4 and key not in picked:
+                    index = key
+            picked.add(index)
+        return sorted(picked)
+
     def _read_times(
         self, name: str, arguments: Mapping[Any, Any]
     ) -> tuple[dict[str, float], list[str], str | None]:
@@ -198,9 +204,7 @@ class VideoTools:
             indices = [self.source.index_at((start + end) / 2)]
             notes.append("the interval is shorter than one frame; showing the nearest frame")
         else:
-            n = self.config.crop_frames
-            picks = (self.source.index_at(start + (j + 0.5) * (end - start) / n) for j in range(n))
-            indices = sorted({min(max(i, lo), hi) for i in picks})
+            indices = self._sample(start, end, self.config.crop_frames)
         error = self._charge("crop_video", len(indices))
         if error is not None:
             return error

@@ -16,6 +16,10 @@ from PIL import Image
 Message = dict[str, Any]
 
 
+class BackendError(RuntimeError):
+    """The backend cannot produce a turn (server down, wrong model, auth): our problem, not the model's."""
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Produces the next assistant turn. ``generate`` returns the new text only; it may or may not include
@@ -58,7 +62,8 @@ def tool_messages_as_user(messages: Sequence[Message]) -> list[Message]:
             continue
         content = message["content"]
         parts = [text_part(content)] if isinstance(content, str) else list(content)
-        out.append({"role": "user", "content": [text_part("<tool_response>\n"), *parts, text_part("\n</tool_response>")]})
+        wrapped = [text_part("<tool_response>\n"), *parts, text_part("\n</tool_response>")]
+        out.append({"role": "user", "content": wrapped})
     return out
 
 

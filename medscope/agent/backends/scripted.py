@@ -130,7 +130,8 @@ class RandomBackend:
         if _turns_taken(messages) < self.calls:
             if self.rng.random() < 0.5:
                 return render_tool_call("get_frame", {"timestamp": round(a, 2)}, "A random look.")
-            return render_tool_call("crop_video", {"start_time": round(a, 2), "end_time": round(b, 2)}, "A random look.")
+            window = {"start_time": round(a, 2), "end_time": round(b, 2)}
+            return render_tool_call("crop_video", window, "A random look.")
         if self.reference.grounding:
             return render_answer(render_window((a, b)), "A random guess.")
         return render_answer(self.reference.fallback_answer, "A random guess.")
@@ -152,3 +153,25 @@ class ReplayBackend:
     def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
         self.prompts.append(list(messages))
         return self.turns[min(len(self.prompts) - 1, len(self.turns) - 1)]
+
+
+_SYNONYMS = {"clip_applied": ("clip",), "bleeding": ("bleed", "blood", "hemorrhage", "haemorrhage")}
+
+
+def synthclin_reference(annotation: dict, question: str) -> Reference:
+    """The reference a scripted policy needs for a free-form question about a SynthClin video: the first
+    event, instrument or phase the question names. ``when`` questions are grounding questions."""
+    q = question.lower()
+    segments = [("events", e) for e in annotation["events"]] + [("instruments", i) for i in annotation["instruments"]]
+    segments += [("phases", p) for p in annotation["phases"]]
+    for _, segment in segments:
+        label = segment["label"]
+        names = (label, label.replace("_", " "), *_SYNONYMS.get(label, ()))
+        if any(name in q for name in names):
+            window = (float(segment["start"]), float(segment["end"]))
+            caption = next((c["text"] for c in annotation["captions"]
+                            if abs(c["start"] - window[0]) < 1e-6 and label.split("_")[0] in c["text"].lower()),
+                           label.replace("_", " "))
+            return Reference(answer=caption, windows=(window,), grounding=q.lstrip().startswith("when"))
+    known = sorted({s["label"] for _, s in segments})
+    raise ValueError(f"the question names nothing annotated in this video; ask about one of: {', '.join(known)}")

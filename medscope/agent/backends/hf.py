@@ -1,0 +1,174 @@
+"""The transformers backend: a local vision-language model (Qwen2.5-VL, Qwen3-VL, medscope-tiny) driven in-process.
+
+The conversation is rendered by the model's own chat template, its images go through the model's own processor
+into ``pixel_values``, and ``model.generate`` writes the next assistant turn. The only adaptation is for templates
+that cannot show images inside ``tool`` messages: those conversations are rewritten with
+``tool_messages_as_user`` first, so the observation frames always reach the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from medscope.agent.backends.base import (
+    BackendError,
+    Message,
+    message_images,
+    text_part,
+    tool_messages_as_user,
+    truncate_at_stop,
+)
+
+_PROBE_ROLE = "medscope_probe_role"
+
+
+class HFBackend:
+    """A ``Backend`` over a transformers image-text-to-text model and its processor.
+
+    After each ``generate`` call ``last_prompt_stats`` says what the model was shown: ``images`` (sent),
+    ``grid_rows`` (rows of ``image_grid_thw``, one per image the processor encoded), ``image_token_count``
+    (image placeholder tokens in the prompt), ``expected_image_tokens`` (``sum(t*h*w) / merge**2``),
+    ``prompt_tokens`` and ``new_tokens``.
+    """
+
+    def __init__(
+        self, model: Any, processor: Any, *, name: str, do_sample: bool = False, temperature: float = 1.0
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.name = name
+        self.do_sample = do_sample
+        self.temperature = temperature
+        self.last_prompt_stats: dict[str, int] = {}
+        self.last_prompt = ""  # the rendered prompt of the last call, for debugging and tests
+        self._tool_images_native: bool | None = None  # probed on first use
+        self.image_token: str = getattr(processor, "image_token", "<|image_pad|>")
+        self.image_token_id: int = self.tokenizer.convert_tokens_to_ids(self.image_token)
+        # Token ids that end a turn or pad it: dropped from the decoded text. Everything else, our protocol tags
+        # included, is kept (decoding with skip_special_tokens=True could drop tags registered as special).
+        ends: set[int] = set()
+        for source in (model.generation_config.eos_token_id, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id):
+            if source is not None:
+                ends.update(source if isinstance(source, (list, tuple)) else [source])
+        self._end_ids = ends
+        self._end_texts = [t for t in self.tokenizer.convert_ids_to_tokens(sorted(ends)) if t]
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, *, device: str = "cpu", dtype: str = "auto", name: str | None = None, **kwargs: Any
+    ) -> HFBackend:
+        """Load a local model folder (``save_pretrained`` output); never downloads."""
+        folder = Path(path)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{str(path)!r} is not a local model folder (no config.json there); the hf backend loads only local "
+                "folders written by save_pretrained, e.g. by `medscope train` or medscope.train.tiny.save_tiny"
+            )
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True, dtype=dtype)
+        model = model.to(device).eval()
+        processor = _load_processor(folder, model.config.model_type)
+        return cls(model, processor, name=name or folder.name, **kwargs)
+
+    def identity(self) -> dict[str, str]:
+        return {"backend": "hf", "model": self.name}
+
+    # -- prompt -------------------------------------------------------------------------------------------------
+
+    def _render(self, messages: Sequence[Message]) -> str:
+        if getattr(self.processor, "chat_template", None):
+            return self.processor.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        return self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+
+    @property
+    def tool_images_native(self) -> bool:
+        """Whether the chat template shows images inside ``tool`` messages as tool results.
+
+        Rendered once on a probe conversation. Native means the image placeholder appears in the tool message AND
+        the template treats the ``tool`` role specially; a template that renders every role alike (Qwen2.5-VL's
+        writes ``<|im_start|>tool``, a role its model never saw) does not count, and gets the user-turn rewrite.
+        """
+        if self._tool_images_native is None:
+            probe_image = Image.new("RGB", (32, 32))
+            tool = {"role": "tool", "content": [text_part("[1.0s]"), {"type": "image", "image": probe_image}]}
+            convo: list[Message] = [{"role": "user", "content": [text_part("probe")]}, tool]
+            try:
+                as_tool = self._render(convo)
+            except Exception:  # the template refuses tool messages: rewrite them
+                self._tool_images_native = False
+                return False
+            try:
+                as_other = self._render([convo[0], {**tool, "role": _PROBE_ROLE}]).replace(_PROBE_ROLE, "tool")
+            except Exception:  # unknown roles are refused, so "tool" is one the template knows
+                as_other = None
+            self._tool_images_native = as_tool.count(self.image_token) == 1 and as_tool != as_other
+        return self._tool_images_native
+
+    # -- generation ---------------------------------------------------------------------------------------------
+
+    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
+        import torch
+
+        convo = list(messages) if self.tool_images_native else tool_messages_as_user(messages)
+        images = [image for message in convo for image in message_images(message)]
+        prompt = self.last_prompt = self._render(convo)
+        placeholders = prompt.count(self.image_token)
+        if placeholders != len(images):
+            raise BackendError(
+                f"the chat template rendered {placeholders} image placeholders for {len(images)} images; "
+                "images are only supported in user, assistant and tool messages"
+            )
+        inputs = self.processor(text=[prompt], images=images or None, return_tensors="pt")
+        # Everything the processor returns goes to generate: Qwen3-VL needs mm_token_type_ids with the images.
+        inputs = inputs.to(self.model.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        input_ids = inputs["input_ids"]
+        grid = inputs.get("image_grid_thw")
+        merge = int(getattr(self.processor.image_processor, "merge_size", 1))
+        self.last_prompt_stats = {
+            "images": len(images),
+            "grid_rows": 0 if grid is None else int(grid.shape[0]),
+            "image_token_count": int((input_ids == self.image_token_id).sum()),
+            "expected_image_tokens": 0 if grid is None else int(grid.prod(dim=-1).sum()) // merge**2,
+            "prompt_tokens": int(input_ids.shape[1]),
+            "new_tokens": 0,
+        }
+        if max_new_tokens <= 0:
+            return ""
+        gen: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": self.do_sample}
+        if self.do_sample:
+            gen["temperature"] = self.temperature
+        else:  # silence sampling knobs a checkpoint's generation_config may carry
+            gen |= {"temperature": None, "top_p": None, "top_k": None}
+        if stop:
+            gen |= {"stop_strings": list(stop), "tokenizer": self.tokenizer}
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, **gen)
+        new_ids = [i for i in output[0, input_ids.shape[1] :].tolist() if i not in self._end_ids]
+        self.last_prompt_stats["new_tokens"] = len(new_ids)
+        text = self.tokenizer.decode(new_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        for end in self._end_texts:
+            text = text.replace(end, "")
+        return truncate_at_stop(text, stop)
+
+
+def _load_processor(folder: Path, model_type: str) -> Any:
+    """``AutoProcessor``, or, where it fails for want of torchvision (every transformers 5 Qwen-VL processor
+    demands a video processor, and those need torchvision), the image-only processor of ``medscope.train.tiny``."""
+    from transformers import AutoProcessor
+
+    from medscope.train import tiny  # importing it registers the image-only processors with AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(folder, local_files_only=True)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        if model_type not in tiny.PROCESSOR_CLASSES:
+            raise
+        return tiny.PROCESSOR_CLASSES[model_type].from_pretrained(folder, local_files_only=True)

@@ -14,13 +14,28 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[all]"
 	touch $(STAMP)
 
+# System packages for tests that need them, where apt is usable (root): Chromium renders the HTML report,
+# Java runs pycocoevalcap's METEOR. Without them those tests skip and say why.
+SYSDEPS := $(VENV)/.medscope-sysdeps
+$(SYSDEPS): $(STAMP)
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  missing=""; \
+	  command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	  command -v java >/dev/null 2>&1 || missing="$$missing default-jre-headless"; \
+	  if [ -n "$$missing" ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "could not install$$missing: the tests that need them will skip"; \
+	  fi; \
+	fi
+	touch $(SYSDEPS)
+
 demo: $(STAMP)
 	$(VENV)/bin/medscope demo --out runs/demo
 
-test: $(STAMP)
+test: $(SYSDEPS)
 	$(PY) -m pytest -m "not slow" -q
 
-test-all: $(STAMP)
+test-all: $(SYSDEPS)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

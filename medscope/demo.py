@@ -30,12 +30,18 @@ class DemoConfig:
     seed: int = field(default=0, metadata={"help": "SynthClin seed"})
 
 
+_WHEN = {"bleeding": "does bleeding start", "clip_applied": "is a clip applied", "smoke": "does smoke fill the field",
+         "gauze": "is gauze placed"}
+_NOUN = {"bleeding": "the bleeding", "clip_applied": "the clip placement", "smoke": "the smoke",
+         "gauze": "the gauze placement"}
+
+
 def demo_questions(annotation: dict) -> list[str]:
     """A grounding question and a perception question about two different short events."""
     events = annotation["events"]
-    first = events[0]["label"].replace("_", " ")
-    second = next((e["label"] for e in events if e["label"] != events[0]["label"]), events[-1]["label"])
-    return [f"When does {first} occur?", f"What is seen when {second.replace('_', ' ')} happens, and where?"]
+    first = events[0]["label"]
+    second = next((e["label"] for e in events if e["label"] != first), events[-1]["label"])
+    return [f"When {_WHEN[first]}?", f"What is seen during {_NOUN[second]}, and where in the field?"]
 
 
 def main(config: DemoConfig) -> dict[str, str]:

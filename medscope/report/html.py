@@ -17,11 +17,12 @@ import base64
 import io
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import jinja2
 
@@ -35,6 +36,7 @@ Window = tuple[float, float]
 _TEMPLATE = "episode.html.jinja"
 _JPEG_QUALITY = 85
 _TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
+_NUMBER_ARRAY = re.compile(r"\[\s+([-+0-9.eE,\s]+?)\s+\]")
 _TIME_TOLERANCE = 0.01  # seconds between a trace timestamp and the re-extracted frame before we warn
 
 
@@ -47,11 +49,13 @@ class Thumb:
     src: str | None = None  # data:image/jpeg;base64,... or None when unavailable
     width: int = 0
     height: int = 0
+    in_evidence: bool = False
+    in_truth: bool = False
 
 
 @dataclass(frozen=True)
 class Mark:
-    """A timeline element; ``left`` and ``width`` are percentages of the video's duration."""
+    """A timeline element; ``left`` and ``width`` are percentages of the timeline's span."""
 
     kind: str  # css class: sample | crop | frame | evidence | truth, plus " error" for a failed call
     left: float
@@ -64,6 +68,15 @@ class Mark:
 class Lane:
     label: str
     marks: tuple[Mark, ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Timeline:
+    title: str
+    axis: tuple[Mark, ...]
+    lanes: tuple[Lane, ...]
+    bands: tuple[Mark, ...]  # the ground truth, shaded behind every lane
 
 
 @dataclass(frozen=True)
@@ -84,8 +97,7 @@ class EpisodeView:
     warnings: tuple[str, ...]
     overview: tuple[Thumb, ...]
     turns: tuple[TurnView, ...]
-    axis: tuple[Mark, ...]
-    lanes: tuple[Lane, ...]
+    timelines: tuple[Timeline, ...]  # the whole video, then a closer view when the action is brief
     evidence: tuple[Window, ...]
     truth: tuple[Window, ...]
     iou: float | None
@@ -129,14 +141,13 @@ def render_html(
 def interval_iou(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> float | None:
     """IoU of two sets of ``[start, end]`` windows, each taken as the union of its windows.
 
-    Returns None when both unions are empty (only moments, or no windows): there is nothing to compare.
+    Returns None when either side has no length (no windows, or only moments): IoU is not defined there.
     """
     union_a, union_b = _union(a), _union(b)
-    both = _measure(_union([*union_a, *union_b]))
-    if both <= 0:
+    if not union_a or not union_b:
         return None
     overlap = sum(max(0.0, min(e1, e2) - max(s1, s2)) for s1, e1 in union_a for s2, e2 in union_b)
-    return overlap / both
+    return overlap / (_measure(union_a) + _measure(union_b) - overlap)
 
 
 # ---- frames -------------------------------------------------------------------------------------------------
@@ -178,13 +189,12 @@ def _observation_indices(obs: ObservationRecord, source: VideoSource | None) -> 
 
 
 def _episode_thumbs(
-    episode: Episode, videos: _Videos, max_pixels: int
-) -> tuple[dict[int, ObservationRecord | None], dict[int, Thumb], str | None, list[str]]:
-    """Decode every frame the episode showed in one pass; returns thumbs by frame index and why not."""
-    observations = [episode.overview, *(t.observation for t in episode.turns)]
-    source = videos.get(episode.video)
+    episode: Episode, source: VideoSource | str, max_pixels: int
+) -> tuple[dict[int, Thumb], str | None, list[str]]:
+    """Decode every frame the episode was shown in one pass: thumbs by frame index, why none, warnings."""
     if isinstance(source, str):
-        return {}, {}, source, []
+        return {}, source, []
+    observations = [episode.overview, *(t.observation for t in episode.turns)]
     wanted: dict[int, float | None] = {}
     for obs in observations:
         if obs is None:
@@ -195,12 +205,14 @@ def _episode_thumbs(
     valid = sorted(i for i in wanted if 0 <= i < source.num_frames)
     warnings = []
     if len(valid) < len(wanted):
-        warnings.append(f"{len(wanted) - len(valid)} frame indices in the trace lie outside this video "
-                        f"(0-{source.num_frames - 1}): the video may not be the one the episode ran on.")
+        warnings.append(
+            f"{len(wanted) - len(valid)} frame indices in the trace lie outside this video "
+            f"(0-{source.num_frames - 1}): the video may not be the one the episode ran on."
+        )
     try:
         frames = source.frames_at_indices(valid, max_pixels=max_pixels)
     except VideoError as exc:
-        return {}, {}, str(exc), warnings
+        return {}, str(exc), warnings
     thumbs, moved = {}, 0
     for frame in frames:
         buffer = io.BytesIO()
@@ -210,25 +222,35 @@ def _episode_thumbs(
         traced = wanted[frame.index]
         moved += traced is not None and abs(traced - frame.pts_seconds) > _TIME_TOLERANCE
     if moved:
-        warnings.append(f"{moved} frames sit at other times in this video than in the trace: "
-                        "the video may have been re-encoded since the episode ran.")
-    return {}, thumbs, None, warnings
+        warnings.append(
+            f"{moved} frames sit at other times in this video than in the trace: "
+            "the video may have been re-encoded since the episode ran."
+        )
+    return thumbs, None, warnings
 
 
-def _thumbs_for(obs: ObservationRecord | None, thumbs: dict[int, Thumb], source: VideoSource | str) -> tuple:
+def _thumbs_for(
+    obs: ObservationRecord | None,
+    thumbs: dict[int, Thumb],
+    source: VideoSource | str,
+    evidence: Sequence[Window],
+    truth: Sequence[Window],
+) -> tuple[Thumb, ...]:
+    """The observation's frames in the order shown, labelled with the timestamps the model was given."""
     if obs is None:
         return ()
     indices = _observation_indices(obs, source if isinstance(source, VideoSource) else None)
     out = []
     for k, index in enumerate(indices):
-        seconds = obs.timestamps[k] if k < len(obs.timestamps) else None
         found = thumbs.get(index) if index is not None else None
-        if found is None:
-            out.append(Thumb(seconds, index))
-        else:
-            out.append(Thumb(found.seconds if seconds is None else seconds, index, found.src, found.width,
-                             found.height))
+        at = obs.timestamps[k] if k < len(obs.timestamps) else (found.seconds if found else None)
+        src, width, height = (found.src, found.width, found.height) if found else (None, 0, 0)
+        out.append(Thumb(at, index, src, width, height, _inside(at, evidence), _inside(at, truth)))
     return tuple(out)
+
+
+def _inside(at: float | None, windows: Sequence[Window]) -> bool:
+    return at is not None and any(start <= at <= end for start, end in windows)
 
 
 # ---- timeline -----------------------------------------------------------------------------------------------
@@ -246,7 +268,7 @@ def _windows(value: Any) -> list[Window]:
     return out
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -264,58 +286,90 @@ def _measure(windows: Sequence[Window]) -> float:
     return sum(e - s for s, e in windows)
 
 
-def _window_marks(kind: str, windows: Sequence[Window], pct: Any, what: str) -> tuple[Mark, ...]:
-    marks = []
-    for start, end in windows:
-        span = f"{seconds(start)}" if end <= start else f"{seconds(start)} – {seconds(end)}"
-        marks.append(Mark(kind, pct(start), pct(end) - pct(start), f"{what}: {span}"))
-    return tuple(marks)
+@dataclass(frozen=True)
+class _Scale:
+    """Maps seconds in [lo, hi] to percent of a track; says whether an interval shows at all."""
+
+    lo: float
+    hi: float
+
+    def pct(self, t: float) -> float:
+        return min(max((float(t) - self.lo) / (self.hi - self.lo) * 100.0, 0.0), 100.0)
+
+    def shows(self, start: float, end: float | None = None) -> bool:
+        return self.lo <= (start if end is None else end) and start <= self.hi
+
+    def mark(self, kind: str, start: float, end: float, title: str, label: str = "") -> Mark:
+        return Mark(kind, self.pct(start), max(self.pct(end) - self.pct(start), 0.0), title, label)
 
 
-def _turn_lane(number: int, turn: TurnRecord, pct: Any) -> Lane | None:
+def _window_lane(label: str, kind: str, windows: Sequence[Window], scale: _Scale) -> Lane:
+    marks = tuple(
+        scale.mark(kind, s, e, f"{label}: {seconds(s)}" + ("" if e <= s else f" – {seconds(e)}"))
+        for s, e in windows
+        if scale.shows(s, e)
+    )
+    return Lane(label, marks)
+
+
+def _turn_lane(number: int, turn: TurnRecord, scale: _Scale) -> Lane | None:
     """The lane of one tool call: its window (as run, or as asked when it failed) and the frames it returned."""
     obs = turn.observation
-    arguments = obs.arguments if obs is not None else turn.arguments
     tool = obs.tool if obs is not None else turn.tool
     if tool is None:
         return None
-    state = "" if obs is not None else " error"
-    args = arguments if isinstance(arguments, dict) else {}
+    args = obs.arguments if obs is not None else turn.arguments
+    args = args if isinstance(args, dict) else {}
+    kind = {"crop_video": "crop", "get_frame": "frame"}.get(tool, "crop") + ("" if obs is not None else " error")
+    start, end = args.get("start_time", args.get("timestamp")), args.get("end_time", args.get("timestamp"))
     marks: list[Mark] = []
-    start, end, moment = args.get("start_time"), args.get("end_time"), args.get("timestamp")
-    if tool == "crop_video" and _is_number(start) and _is_number(end):
+    note = ""
+    if _is_number(start) and _is_number(end):
         lo, hi = sorted((float(start), float(end)))
-        width = max(pct(hi) - pct(lo), 0.0)
-        marks.append(Mark("crop" + state, pct(lo), width, f"turn {number}: crop_video {seconds(lo)} – {seconds(hi)}",
-                          str(number)))
-    elif tool == "get_frame" and _is_number(moment):
-        marks.append(Mark("frame" + state, pct(float(moment)), 0.0, f"turn {number}: get_frame {seconds(moment)}",
-                          str(number)))
+        span = seconds(lo) if lo == hi else f"{seconds(lo)} – {seconds(hi)}"
+        if scale.shows(lo, hi):
+            marks.append(scale.mark(kind, lo, hi, f"turn {number}: {tool} {span}", str(number)))
+    elif obs is None:
+        note = "no valid time in the call"
     if obs is not None:
-        marks.extend(Mark("sample", pct(t), 0.0, f"frame shown at {seconds(t)}") for t in obs.timestamps)
-    return Lane(f"{number} · {tool}", tuple(marks))
+        marks.extend(
+            scale.mark("sample", t, t, f"frame shown at {seconds(t)}") for t in obs.timestamps if scale.shows(t)
+        )
+    return Lane(f"{number} · {tool}", tuple(marks), note)
 
 
-def _timeline(ep: Episode, duration: float, truth: list[Window]) -> tuple[tuple[Mark, ...], tuple[Lane, ...]]:
-    def pct(t: float) -> float:
-        return min(max(float(t) / duration * 100.0, 0.0), 100.0)
-
-    step = next((s for s in _TICK_STEPS if duration / s <= 10), _TICK_STEPS[-1])
-    axis = tuple(Mark("tick", pct(k * step), 0.0, seconds(k * step), clock(k * step))
-                 for k in range(int(duration // step) + 1))
+def _timeline(ep: Episode, truth: list[Window], scale: _Scale, title: str) -> Timeline:
+    span = scale.hi - scale.lo
+    step = next((s for s in _TICK_STEPS if span / s <= 10), _TICK_STEPS[-1])
+    first = math.ceil(scale.lo / step - 1e-9)
+    ticks = [k * step for k in range(first, int(scale.hi / step + 1e-9) + 1)]
+    axis = tuple(scale.mark("tick", t, t, seconds(t), clock(t)) for t in ticks)
     lanes = []
     if ep.overview is not None:
-        lanes.append(Lane("overview", tuple(Mark("sample overview", pct(t), 0.0, f"overview frame at {seconds(t)}")
-                                            for t in ep.overview.timestamps)))
-    for number, turn in enumerate(ep.turns, start=1):
-        lane = _turn_lane(number, turn, pct)
-        if lane is not None:
-            lanes.append(lane)
-    lanes.append(Lane(f"evidence ({ep.evidence_source})",
-                      _window_marks("evidence", _windows(ep.evidence), pct, "evidence")))
+        samples = [t for t in ep.overview.timestamps if scale.shows(t)]
+        lanes.append(
+            Lane("overview", tuple(scale.mark("sample overview", t, t, f"overview at {seconds(t)}") for t in samples))
+        )
+    lanes.extend(lane for n, turn in enumerate(ep.turns, start=1) if (lane := _turn_lane(n, turn, scale)))
+    lanes.append(_window_lane(f"evidence ({ep.evidence_source})", "evidence", _windows(ep.evidence), scale))
+    bands: tuple[Mark, ...] = ()
     if truth:
-        lanes.append(Lane("ground truth", _window_marks("truth", truth, pct, "ground truth")))
-    return axis, tuple(lanes)
+        lanes.append(_window_lane("ground truth", "truth", truth, scale))
+        bands = lanes[-1].marks
+    return Timeline(title, axis, tuple(lanes), bands)
+
+
+def _zoom(ep: Episode, truth: list[Window], duration: float) -> _Scale | None:
+    """A closer view around where the model looked, when that is a small part of a long video."""
+    times = [t for turn in ep.turns if turn.observation for t in turn.observation.timestamps]
+    times += [t for turn in ep.turns if turn.observation for t in turn.observation.arguments.values() if _is_number(t)]
+    times += [t for window in (*_windows(ep.evidence), *truth) for t in window]
+    if not times:
+        return None
+    lo, hi = min(times), max(times)
+    pad = max((hi - lo) * 0.15, 2.0)
+    lo, hi = max(0.0, math.floor(lo - pad)), min(duration, math.ceil(hi + pad))
+    return _Scale(lo, hi) if 0 < hi - lo < 0.3 * duration else None
 
 
 # ---- the episode --------------------------------------------------------------------------------------------
@@ -323,25 +377,31 @@ def _call_text(turn: TurnRecord) -> str | None:
     if turn.tool is None and turn.arguments is None:
         return None
     if isinstance(turn.arguments, dict):
-        args = ", ".join(f"{k}={v:g}" if _is_number(v) else f"{k}={json.dumps(v, ensure_ascii=False)}"
-                         for k, v in turn.arguments.items())
+        args = ", ".join(
+            f"{k}={v:g}" if _is_number(v) else f"{k}={json.dumps(v, ensure_ascii=False)}"
+            for k, v in turn.arguments.items()
+        )
     else:
         args = json.dumps(turn.arguments, ensure_ascii=False, default=str)
     return f"{turn.tool or '?'}({args})"
 
 
 def _episode_view(number: int, ep: Episode, videos: _Videos, max_pixels: int) -> EpisodeView:
-    _, thumbs, frames_note, warnings = _episode_thumbs(ep, videos, max_pixels)
     source = videos.get(ep.video)
+    thumbs, frames_note, warnings = _episode_thumbs(ep, source, max_pixels)
     reference = ep.reference or {}
     truth = _windows(reference.get("evidence"))
     seen = [t for obs in (ep.overview, *(t.observation for t in ep.turns)) if obs for t in obs.timestamps]
     ends = [e for _, e in (*_windows(ep.evidence), *truth)]
     duration = ep.duration if _is_number(ep.duration) and ep.duration > 0 else max([*seen, *ends, 1.0])
-    axis, lanes = _timeline(ep, duration, truth)
+    timelines = [_timeline(ep, truth, _Scale(0.0, duration), "whole video")]
+    if (zoom := _zoom(ep, truth, duration)) is not None:
+        timelines.append(_timeline(ep, truth, zoom, f"close-up {clock(zoom.lo)} – {clock(zoom.hi)}"))
     evidence = _windows(ep.evidence)
-    turns = tuple(TurnView(n, turn, _call_text(turn), _thumbs_for(turn.observation, thumbs, source))
-                  for n, turn in enumerate(ep.turns, start=1))
+    turns = tuple(
+        TurnView(n, turn, _call_text(turn), _thumbs_for(turn.observation, thumbs, source, evidence, truth))
+        for n, turn in enumerate(ep.turns, start=1)
+    )
     answer = reference.get("answer")
     return EpisodeView(
         anchor=f"episode-{number}",
@@ -350,16 +410,21 @@ def _episode_view(number: int, ep: Episode, videos: _Videos, max_pixels: int) ->
         video_name=Path(ep.video).name if ep.video else "(none)",
         frames_note=frames_note,
         warnings=tuple(warnings),
-        overview=_thumbs_for(ep.overview, thumbs, source),
+        overview=_thumbs_for(ep.overview, thumbs, source, evidence, truth),
         turns=turns,
-        axis=axis,
-        lanes=lanes,
+        timelines=tuple(timelines),
         evidence=tuple(evidence),
         truth=tuple(truth),
         iou=interval_iou(evidence, truth) if evidence and truth else None,
         reference_answer=None if answer is None else str(answer),
-        trace_json=json.dumps(ep.to_dict(), ensure_ascii=False, indent=2, default=str),
+        trace_json=_compact_json(ep.to_dict()),
     )
+
+
+def _compact_json(data: Any) -> str:
+    """Indented JSON with arrays of numbers on one line (timestamps and indices stay readable)."""
+    text = json.dumps(data, ensure_ascii=False, indent=2, default=str)
+    return _NUMBER_ARRAY.sub(lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
 
 
 # ---- formatting and the template ----------------------------------------------------------------------------
@@ -374,10 +439,10 @@ def clock(value: float | None) -> str:
     """``1:27.5`` (or ``1:02:07``): for reading a long video's timeline."""
     if value is None:
         return "?"
-    total = float(value)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = f"{secs:04.1f}".removesuffix(".0") if secs % 1 else f"{int(secs):02d}"
+    tenths = round(float(value) * 10)  # round once, so 59.96 s reads 1:00, never 0:60.0
+    hours, rest = divmod(tenths, 36000)
+    minutes, secs = divmod(rest, 600)
+    text = f"{secs // 10:02d}" + (f".{secs % 10}" if secs % 10 else "")
     return f"{int(hours)}:{int(minutes):02d}:{text}" if hours else f"{int(minutes)}:{text}"
 
 

@@ -59,13 +59,20 @@ def read_frame_code(image: Image.Image | np.ndarray) -> int:
     Accepts a PIL image or an HxW / HxWxC array. Raises ``ValueError`` when the guard blocks are missing
     (the image carries no frame code).
     """
-    arr = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.float32)
+    if isinstance(image, Image.Image):
+        width, height = image.size
+    elif image.ndim in (2, 3):
+        height, width = image.shape[:2]
+    else:
+        raise ValueError(f"expected an image or an HxW(xC) array, got shape {image.shape}")
+    band = _band_rows(height) if height >= 16 else 1
+    # Only the band is converted, so reading stays cheap at any frame size.
+    if isinstance(image, Image.Image):
+        arr = np.asarray(image.crop((0, 0, width, band)).convert("RGB"), dtype=np.float32)
+    else:
+        arr = np.asarray(image[:band], dtype=np.float32)
     if arr.ndim == 3:
         arr = arr[..., :3].mean(axis=2)
-    if arr.ndim != 2:
-        raise ValueError(f"expected an image or an HxW(xC) array, got shape {arr.shape}")
-    height, width = arr.shape
-    band = _band_rows(height) if height >= 16 else 1
     # Sample the middle half of the band and of each cell: block edges ring under H.264 and blur when resized.
     top, bottom = band // 4, max(band // 4 + 1, (3 * band) // 4)
     edges = np.linspace(0, width, _CELLS + 1)

@@ -71,9 +71,12 @@ class HFBackend:
             )
         from transformers import AutoModelForImageTextToText
 
-        model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True, dtype=dtype)
-        model = model.to(device).eval()
-        processor = _load_processor(folder, model.config.model_type)
+        # device_map places the weights as they load (a 7B never passes through CPU memory on a GPU machine).
+        model = AutoModelForImageTextToText.from_pretrained(
+            folder, local_files_only=True, dtype=dtype, device_map=device
+        )
+        model.eval()
+        processor = _load_processor(folder)
         return cls(model, processor, name=name or folder.name, **kwargs)
 
     def identity(self) -> dict[str, str]:
@@ -119,7 +122,7 @@ class HFBackend:
         images = [image for message in convo for image in message_images(message)]
         prompt = self.last_prompt = self._render(convo)
         placeholders = prompt.count(self.image_token)
-        if placeholders != len(images):
+        if placeholders and placeholders != len(images):  # e.g. Qwen3-VL's template drops system-message images
             raise BackendError(
                 f"the chat template rendered {placeholders} image placeholders for {len(images)} images; "
                 "images are only supported in user, assistant and tool messages"
@@ -159,16 +162,7 @@ class HFBackend:
         return truncate_at_stop(text, stop)
 
 
-def _load_processor(folder: Path, model_type: str) -> Any:
-    """``AutoProcessor``, or, where it fails for want of torchvision (every transformers 5 Qwen-VL processor
-    demands a video processor, and those need torchvision), the image-only processor of ``medscope.train.tiny``."""
-    from transformers import AutoProcessor
+def _load_processor(folder: Path) -> Any:
+    from medscope.agent.backends.processors import load_processor
 
-    from medscope.train import tiny  # importing it registers the image-only processors with AutoProcessor
-
-    try:
-        return AutoProcessor.from_pretrained(folder, local_files_only=True)
-    except (ImportError, AttributeError, TypeError, ValueError):
-        if model_type not in tiny.PROCESSOR_CLASSES:
-            raise
-        return tiny.PROCESSOR_CLASSES[model_type].from_pretrained(folder, local_files_only=True)
+    return load_processor(folder)

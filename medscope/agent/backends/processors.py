@@ -1,0 +1,51 @@
+"""Loading Qwen-VL processors on machines without torchvision (this one has no CPU build of it).
+
+transformers 5.x gives every Qwen-VL processor a mandatory video processor, and every video processor needs
+torchvision: without it even ``Qwen3VLProcessor(...)`` fails, and so does ``AutoProcessor.from_pretrained``
+(transformers issues #43986, #48556). medscope sends frames as timestamped *images*, never as video, so an
+image-and-text processor is all it needs. ``image_only`` makes that variant as a subclass that lists no video
+processor, named like its base so saved folders stay stock and load anywhere, with or without torchvision.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import transformers
+from transformers import ProcessorMixin
+from transformers.utils import is_torchvision_available
+
+
+@cache
+def image_only(processor_cls: type[ProcessorMixin]) -> type[ProcessorMixin]:
+    """``processor_cls`` without its video processor (the class itself when torchvision is installed)."""
+    if is_torchvision_available():
+        return processor_cls
+
+    def get_attributes(cls: type[ProcessorMixin]) -> list[str]:
+        return [name for name in processor_cls.get_attributes() if name != "video_processor"]
+
+    # Same name as the base: save_pretrained writes it as processor_class, so the folder names a stock class.
+    return type(processor_cls.__name__, (processor_cls,), {"get_attributes": classmethod(get_attributes),
+                                                           "__module__": __name__})
+
+
+def load_processor(folder: str | Path) -> Any:
+    """The processor saved in ``folder``, local files only, image-only where torchvision is missing."""
+    folder = Path(folder)
+    if is_torchvision_available():
+        return transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
+    name = None
+    for config in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        path = folder / config
+        if path.is_file():
+            name = json.loads(path.read_text()).get("processor_class") or name
+            if name:
+                break
+    processor_cls = getattr(transformers, name, None) if name else None
+    if processor_cls is None or not issubclass(processor_cls, ProcessorMixin):
+        return transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
+    return image_only(processor_cls).from_pretrained(folder, local_files_only=True)

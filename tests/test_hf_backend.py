@@ -177,3 +177,40 @@ def test_missing_model_dir(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-model"
     with pytest.raises(FileNotFoundError, match="no-such-model"):
         HFBackend.from_pretrained(missing)
+
+
+class _ScriptedFirstTurn:
+    """Real generation every turn; the first turn's text is replaced by a crop_video call, because a random
+    model never writes one, so that the second prompt carries tool images through the real chat template."""
+
+    def __init__(self, backend: HFBackend) -> None:
+        self.backend = backend
+        self.stats: list[dict[str, Any]] = []
+
+    def identity(self) -> dict[str, str]:
+        return self.backend.identity()
+
+    def generate(self, messages: list[dict[str, Any]], *, stop: Any, max_new_tokens: int) -> str:
+        text = self.backend.generate(messages, stop=stop, max_new_tokens=max_new_tokens)
+        self.stats.append(dict(self.backend.last_prompt_stats))
+        if len(self.stats) == 1:
+            return '<think>look</think><tool_call>{"name": "crop_video", "arguments": ' \
+                   '{"start_time": 30, "end_time": 46}}</tool_call>'
+        return text
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_full_episode_through_the_loop(backends: dict[str, HFBackend], arch: str, synth_path: Path) -> None:
+    from medscope.agent.loop import AgentConfig, run_episode
+
+    driver = _ScriptedFirstTurn(backends[arch])
+    episode = run_episode(driver, synth_path, "When does bleeding start?", AgentConfig(max_turns=2, max_new_tokens=6))
+    assert len(episode.turns) == 3 and episode.turns[-1].forced  # two turns, then the forced-answer turn
+    assert episode.turns[0].kind == "tool_call" and episode.turns[0].observation is not None
+    first, second = driver.stats[0], driver.stats[1]
+    assert first["images"] == first["grid_rows"] == 16  # the overview
+    assert second["images"] == second["grid_rows"] == 16 + 8  # plus the crop's frames, in the tool turn
+    for stats in driver.stats:
+        assert stats["image_token_count"] == stats["expected_image_tokens"] > 0
+    assert all(isinstance(t.raw, str) for t in episode.turns)
+    assert episode.backend == {"backend": "hf", "model": f"tiny-{arch}"}

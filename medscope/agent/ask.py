@@ -11,6 +11,7 @@ from medscope.agent.backends import Backend, make_backend
 from medscope.agent.backends.scripted import Reference, synthclin_reference
 from medscope.agent.loop import AgentConfig, run_episode
 from medscope.agent.trace import Episode, TurnRecord, append_episode
+from medscope.video.source import VideoSource
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,12 @@ def print_turn(turn: TurnRecord) -> None:
 
 def ask(video: str, question: str, config: AskConfig, agent: AgentConfig) -> Episode:
     video_path = Path(video)
+    with VideoSource(video_path) as source:  # a bad video is reported before anything else is loaded
+        return _ask(source, question, config, agent)
+
+
+def _ask(source: VideoSource, question: str, config: AskConfig, agent: AgentConfig) -> Episode:
+    video_path = source.path
     reference: dict | None = None
     backend: Backend
     if config.backend in ("oracle", "uniform", "random"):
@@ -61,7 +68,7 @@ def ask(video: str, question: str, config: AskConfig, agent: AgentConfig) -> Epi
     else:
         backend = make_backend(config.backend, model=config.model, base_url=config.base_url)
     print(f"{config.backend}: {question}", file=sys.stderr)
-    episode = run_episode(backend, video_path, question, agent, reference=reference, on_turn=print_turn)
+    episode = run_episode(backend, source, question, agent, reference=reference, on_turn=print_turn)
     if config.trace:
         append_episode(config.trace, episode)
     if config.report:

@@ -1,0 +1,1 @@
+"""ClinVideoSuite builder: adapters → question generation → filters → VCoT trajectories."""

@@ -1,0 +1,68 @@
+"""The `medscope` command end to end: ask (trace + report), synth, demo, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from medscope.agent.trace import read_episodes
+from medscope.cli import main
+from medscope.demo import DemoConfig
+from medscope.demo import main as demo_main
+from medscope.video.synthclin import SynthClinVideo
+
+
+def _medscope(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "medscope.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_ask_oracle_writes_trace_and_report(synth_video: SynthClinVideo, tmp_path: Path) -> None:
+    event = synth_video.annotation["events"][0]
+    question = f"When does {event['label'].replace('_', ' ')} happen?"
+    result = _medscope("ask", str(synth_video.video_path), question, "--report", str(tmp_path / "r.html"),
+                       "--trace", str(tmp_path / "t.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert "turn 1: crop_video" in result.stderr and "turn 4: answer" in result.stderr  # live progress
+    assert f"answer: [{event['start']:.2f}, {event['end']:.2f}]" in result.stdout
+    (episode,) = list(read_episodes(tmp_path / "t.jsonl"))
+    assert episode.question == question and episode.tool_calls == 3
+    assert "<html" in (tmp_path / "r.html").read_text()
+
+
+def test_ask_uniform_flags_reach_the_config(synth_video: SynthClinVideo, tmp_path: Path) -> None:
+    event = synth_video.annotation["events"][0]
+    code = main(["ask", str(synth_video.video_path), f"When is {event['label'].replace('_', ' ')} seen?",
+                 "--backend", "uniform", "--overview-frames", "8", "--trace", str(tmp_path / "t.jsonl")])
+    assert code == 0
+    (episode,) = list(read_episodes(tmp_path / "t.jsonl"))
+    assert episode.frames_viewed == 8 and episode.config["tools"]["overview_frames"] == 8
+
+
+def test_ask_errors_are_clear(synth_video: SynthClinVideo, tmp_path: Path) -> None:
+    missing = _medscope("ask", str(tmp_path / "none.mp4"), "When?")
+    assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+    copy = tmp_path / "plain.mp4"
+    copy.write_bytes(synth_video.video_path.read_bytes())
+    no_truth = _medscope("ask", str(copy), "When does bleeding start?")
+    assert no_truth.returncode == 2 and "--backend hf" in no_truth.stderr
+    no_model = _medscope("ask", str(copy), "When?", "--backend", "openai")
+    assert no_model.returncode == 2 and "--base-url" in no_model.stderr
+
+
+def test_synth_command(tmp_path: Path) -> None:
+    result = _medscope("synth", "--out", str(tmp_path), "--duration-seconds", "60", "--seed", "5", "--name", "v")
+    assert result.returncode == 0, result.stderr
+    annotation = json.loads((tmp_path / "v.json").read_text())
+    assert annotation["seed"] == 5 and annotation["duration"] == 60 and (tmp_path / "v.mp4").stat().st_size > 0
+    bad = _medscope("synth", "--out", str(tmp_path), "--duration-seconds", "5")
+    assert bad.returncode == 2 and "60 to 3600" in bad.stderr
+
+
+def test_demo_writes_two_reports(tmp_path: Path) -> None:
+    paths = demo_main(DemoConfig(out=str(tmp_path), minutes=2.0, seed=1))
+    for policy in ("oracle", "uniform"):
+        html = Path(paths[f"{policy}_report"]).read_text()
+        assert html.count("<details") >= 2 and "Evidence report" in html
+        assert len(list(read_episodes(paths[f"{policy}_trace"]))) == 2

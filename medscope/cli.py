@@ -35,11 +35,25 @@ def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _suite_build(args: argparse.Namespace) -> int:
+    import logging
+
+    from medscope.suite.build import BuildConfig, build, funnel_markdown
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    config = config_from_args(BuildConfig, args)
+    table = build(config)
+    print(funnel_markdown(table))
+    print(f"wrote {config.out}/samples.jsonl, trajectories.jsonl, drops.jsonl, funnel.json, README.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Config classes are imported here, not at module import, so `medscope --help` stays instant.
     from medscope.agent.ask import AskConfig
     from medscope.agent.loop import AgentConfig
     from medscope.demo import DemoConfig
+    from medscope.suite.build import BuildConfig
     from medscope.video.synthclin import SynthClinConfig
 
     parser = argparse.ArgumentParser(prog="medscope", description="Think with clinical videos.")
@@ -57,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(ask, AskConfig)
     add_config_arguments(ask, AgentConfig)
     ask.set_defaults(run=_ask)
+
+    suite = sub.add_parser("suite", help="build ClinVideoSuite samples and trajectories")
+    suite_sub = suite.add_subparsers(dest="suite_command", required=True)
+    suite_build = suite_sub.add_parser("build", help="adapt → generate → filter → trajectories")
+    add_config_arguments(suite_build, BuildConfig)
+    suite_build.set_defaults(run=_suite_build)
 
     demo = sub.add_parser("demo", help="generate a video and show the tools on it")
     add_config_arguments(demo, DemoConfig)

@@ -94,6 +94,7 @@ class Trajectory:
     sample: Sample
     turns: list[dict[str, Any]]
     kind: Literal["vcot", "cot"] = "vcot"
+    overview: list[float] = field(default_factory=list)  # timestamps of the overview the teacher saw
     schema: str = TRAJECTORY_SCHEMA
 
 
@@ -145,7 +146,8 @@ def trajectory_from_dict(record: dict[str, Any]) -> Trajectory:
     turns = _need(record, "turns", list)
     if not turns or not all(isinstance(t, dict) and isinstance(t.get("text"), str) for t in turns):
         raise RecordError("field 'turns' must be a non-empty list of {'text': ..., 'observation': ...}")
-    return Trajectory(sample, turns, _need(record, "kind", str))  # type: ignore[arg-type]
+    overview = record.get("overview", [])
+    return Trajectory(sample, turns, _need(record, "kind", str), overview)
 
 
 def write_jsonl(path: str | Path, records: Iterable[Sample | Trajectory]) -> int:

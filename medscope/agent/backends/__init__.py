@@ -6,8 +6,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from medscope.agent.backends.base import Backend, BackendError
-from medscope.agent.backends.scripted import Reference
+
+if TYPE_CHECKING:  # scripted imports the protocol, which imports base: keep this package's import light
+    from medscope.agent.backends.scripted import Reference
 
 BACKENDS = ("hf", "openai", "oracle", "uniform", "random")
 
@@ -39,4 +43,4 @@ def make_backend(
     raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "Reference", "make_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendError", "make_backend"]

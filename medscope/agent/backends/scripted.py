@@ -47,6 +47,10 @@ def _duration(messages: Sequence[Message]) -> float:
     raise ValueError("no 'Video duration' in the conversation: is this a medscope episode?")
 
 
+def _stamps(message: Message) -> list[float]:
+    return [float(t) for t in _STAMP.findall(message_text(message))]
+
+
 def _turns_taken(messages: Sequence[Message]) -> int:
     return sum(1 for m in messages if m["role"] == "assistant")
 
@@ -79,17 +83,28 @@ class OracleBackend:
         start, end = self.reference.windows[0]
         centre, half = (start + end) / 2, max((end - start) * self.widen, self.min_coarse_seconds) / 2
         step = _turns_taken(messages)
+        seen = _stamps(messages[-1])  # what the last observation showed, to cite it
+        inside = [t for t in seen if start <= t <= end]
         if step == 0:
             lo, hi = max(0.0, centre - half), min(duration, centre + half)
-            return render_tool_call("crop_video", {"start_time": round(lo, 2), "end_time": round(hi, 2)},
-                                    f"The evidence is likely between {lo:.1f}s and {hi:.1f}s; watch it coarsely.")
+            before = max((t for t in seen if t < lo), default=0.0)
+            after = min((t for t in seen if t > hi), default=duration)
+            think = (f"The overview frames at {before:.1f}s and {after:.1f}s bracket the moment in question; "
+                     f"the evidence is likely between {lo:.1f}s and {hi:.1f}s. Watch that interval.")
+            return render_tool_call("crop_video", {"start_time": round(lo, 2), "end_time": round(hi, 2)}, think)
         if step == 1:
-            return render_tool_call("crop_video", {"start_time": start, "end_time": end},
-                                    f"It happens around {start:.1f}-{end:.1f}s; look closely.")
+            cited = ", ".join(f"{t:.1f}s" for t in inside) or f"{start:.1f}s"
+            think = f"The frames at {cited} show it, between {start:.1f}s and {end:.1f}s. Look closely there."
+            if end - start < 1.0:  # a single moment: watch a second either side of it
+                lo, hi = max(0.0, centre - 1.0), min(duration, centre + 1.0)
+                return render_tool_call("crop_video", {"start_time": round(lo, 2), "end_time": round(hi, 2)}, think)
+            return render_tool_call("crop_video", {"start_time": start, "end_time": end}, think)
         if step == 2:
-            return render_tool_call("get_frame", {"timestamp": round(centre, 2)},
-                                    f"Inspect the key moment at {centre:.1f}s.")
-        return _answer(self.reference, (start, end), f"The frames at {start:.1f}-{end:.1f}s show it.", messages)
+            think = (f"The dense frames from {min(seen, default=start):.1f}s to {max(seen, default=end):.1f}s "
+                     f"confirm it; inspect {centre:.1f}s at full detail.")
+            return render_tool_call("get_frame", {"timestamp": round(centre, 2)}, think)
+        think = f"The frames at {', '.join(f'{t:.2f}s' for t in seen) or f'{centre:.1f}s'} show it clearly."
+        return _answer(self.reference, (start, end), think, messages)
 
 
 class UniformBackend:
@@ -101,7 +116,7 @@ class UniformBackend:
 
     def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
         duration = _duration(messages)
-        seen = sorted({float(t) for t in _STAMP.findall(message_text(messages[1]))})
+        seen = sorted(set(_stamps(messages[1])))
         gap = duration / max(len(seen), 1)
         hits = [t for t in seen if any(s <= t <= e for s, e in self.reference.windows)]
         if hits:  # the evidence fell on overview frames: bracket them by half a sampling gap

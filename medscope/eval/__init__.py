@@ -1,0 +1,1 @@
+"""Evaluation: metrics (pure functions), the LLM judge, resumable runs, tables."""

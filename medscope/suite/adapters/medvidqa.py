@@ -1,0 +1,83 @@
+"""MedVidQA (medical instructional video question answering): ``train.json``, ``val.json``, ``test.json``.
+
+A JSON list of samples; the answer is the visual window of the video, given twice::
+
+    [{"sample_id": 1, "question": "How to place a cervical collar?",
+      "answer_start": "01:14", "answer_end": "02:28",            # "MM:SS" (or "HH:MM:SS")
+      "answer_start_second": 74, "answer_end_second": 148,
+      "video_length": 324, "video_id": "YdZJ7xk2RaU",
+      "video_url": "https://www.youtube.com/watch?v=YdZJ7xk2RaU"},  # some copies say "video_link"
+     ...]
+
+Each sample becomes a ``"question"`` segment: ``text`` the question, the window from the ``*_second``
+fields (or, where those are missing, parsed from ``answer_start``/``answer_end``; where both are given they
+must agree within 1 s). ``meta`` holds ``sample_id`` and ``url``. Samples are grouped into one
+``VideoAnnotation`` per ``video_id`` (order of first appearance, ``video`` ``f"{video_id}.mp4"``), whose
+samples must agree on ``video_length`` (seconds, the ``duration``) within 1 s.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from medscope.suite.adapters import TOLERANCE_S, Where, duration, need, number, read_json, text, window
+from medscope.suite.records import Segment, VideoAnnotation
+
+SOURCE = "medvidqa"
+_CLOCK = re.compile(r"(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)")
+
+
+def load(path: str | Path) -> list[VideoAnnotation]:
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise Where(path).error(f"top level is a {type(data).__name__}; expected a JSON list of samples")
+    videos: dict[str, tuple[float, list[Segment]]] = {}
+    for k, record in enumerate(data):
+        where = Where(path)[k]
+        video_id = text(need(record, "video_id", where), where["video_id"])
+        length = duration(need(record, "video_length", where), where["video_length"])
+        known, segments = videos.setdefault(video_id, (length, []))
+        if abs(known - length) > TOLERANCE_S:
+            raise where["video_length"].error(f"got {length:g} but an earlier sample of {video_id!r} says {known:g}")
+        segments.append(_question(record, where, known))
+    return [VideoAnnotation(v, f"{v}.mp4", length, tuple(segs), SOURCE) for v, (length, segs) in videos.items()]
+
+
+def clock_seconds(value: str) -> float | None:
+    """``"MM:SS"`` or ``"HH:MM:SS"`` (seconds may have decimals) in seconds; ``None`` if it is neither."""
+    match = _CLOCK.fullmatch(value.strip())
+    if not match:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def _question(record: dict[str, Any], where: Where, length: float) -> Segment:
+    start, end = (_time(record, name, where) for name in ("answer_start", "answer_end"))
+    start, end = window(start, end, length, where)
+    url = record.get("video_url", record.get("video_link"))
+    meta = {"sample_id": need(record, "sample_id", where), "url": url}
+    return Segment(start, end, text(need(record, "question", where), where["question"]), "question", meta=meta)
+
+
+def _time(record: dict[str, Any], name: str, where: Where) -> float:
+    """``<name>_second`` if present, else ``<name>`` parsed; when both are there they must agree."""
+    seconds = number(record[f"{name}_second"], where[f"{name}_second"]) if f"{name}_second" in record else None
+    clock = None
+    if name in record:
+        clock = clock_seconds(record[name]) if isinstance(record[name], str) else None
+        if clock is None:
+            raise where[name].error(f"got {record[name]!r}; expected a time 'MM:SS' or 'HH:MM:SS'")
+    if seconds is None:
+        if clock is None:
+            raise where.error(f"missing fields {name + '_second'!r} and {name!r}; expected at least one")
+        return clock
+    if clock is not None and abs(seconds - clock) > TOLERANCE_S:
+        raise where.error(
+            f"{name}_second={seconds:g} but {name}={record[name]!r} is {clock:g} s; "
+            f"expected them to agree within {TOLERANCE_S:g} s"
+        )
+    return seconds

@@ -1,0 +1,84 @@
+"""Reference trajectories in the agent's exact protocol, produced by running the teacher on the real video.
+
+- VCoT (visual chain of thought, hard questions): the oracle policy's episode: ``crop_video`` on a widened
+  window (coarse) → ``crop_video`` on the evidence (fine) → ``get_frame`` at its centre → answer, with
+  reasoning that cites the timestamps each observation really showed.
+- CoT (easy questions, no tools): the evidence is already visible in the overview (or the question is about
+  the whole video), so one turn reasons over the overview frames and answers.
+
+Because the teacher runs through ``run_episode`` on the real tools, every observation a trajectory claims
+is what the tool returns; ``replay`` checks that again.
+"""
+
+from __future__ import annotations
+
+from medscope.agent.backends.scripted import OracleBackend, Reference
+from medscope.agent.loop import AgentConfig, run_episode
+from medscope.agent.protocol import ToolCall, parse_turn, render_answer
+from medscope.suite.records import Sample, Trajectory
+from medscope.video.source import VideoSource
+from medscope.video.tools import Observation, ToolConfig, VideoTools
+
+
+def reference_for(sample: Sample) -> Reference:
+    windows = tuple((float(s), float(e)) for s, e in sample.evidence)
+    return Reference(answer=sample.answer, windows=windows, grounding=sample.task == "grounding")
+
+
+def is_easy(sample: Sample, overview: list[float]) -> bool:
+    """Whole-video questions, and evidence that two or more overview frames already show."""
+    hits = sum(any(s <= t <= e for s, e in sample.evidence) for t in overview)
+    return sample.task == "caption" or hits >= 2
+
+
+def vcot_trajectory(sample: Sample, source: VideoSource, tools: ToolConfig | None = None) -> Trajectory:
+    episode = run_episode(OracleBackend(reference_for(sample)), source, sample.question,
+                          AgentConfig(tools=tools or ToolConfig()), options=sample.options, task=sample.task,
+                          sample_id=sample.id)
+    turns = []
+    for turn in episode.turns:
+        obs = turn.observation
+        observation = None if obs is None else {"tool": obs.tool, "arguments": obs.arguments,
+                                                "timestamps": obs.timestamps}
+        turns.append({"text": turn.raw, "observation": observation})
+    overview = episode.overview.timestamps if episode.overview else []
+    return Trajectory(sample, turns, "vcot", overview)
+
+
+def cot_trajectory(sample: Sample, overview: list[float]) -> Trajectory:
+    """One turn that answers from the overview frames (timestamps ``overview``) it cites."""
+    inside = [t for t in overview if any(s <= t <= e for s, e in sample.evidence)]
+    if sample.task == "caption":
+        think = f"The overview frames from {overview[0]:.1f}s to {overview[-1]:.1f}s show the whole procedure."
+    else:
+        think = f"The overview frames at {', '.join(f'{t:.1f}s' for t in inside)} already show it; no tool needed."
+    return Trajectory(sample, [{"text": render_answer(sample.answer, think), "observation": None}], "cot", overview)
+
+
+def make_trajectory(sample: Sample, source: VideoSource, tools: ToolConfig | None = None) -> Trajectory:
+    overview = VideoTools(source, tools).overview().timestamps
+    if is_easy(sample, overview):
+        return cot_trajectory(sample, overview)
+    return vcot_trajectory(sample, source, tools)
+
+
+def replay(trajectory: Trajectory, source: VideoSource, tools: ToolConfig | None = None) -> list[str]:
+    """Re-run every tool call on the video; returns the mismatches (empty when the trajectory replays)."""
+    video_tools = VideoTools(source, tools)
+    problems = []
+    if trajectory.overview and video_tools.overview().timestamps != trajectory.overview:
+        problems.append("overview timestamps differ")
+    for number, turn in enumerate(trajectory.turns):
+        parsed = parse_turn(turn["text"], duration=source.duration_seconds)
+        claimed = turn.get("observation")
+        if not isinstance(parsed, ToolCall):
+            if claimed is not None:
+                problems.append(f"turn {number}: claims an observation but makes no tool call")
+            continue
+        result = video_tools.call(parsed.name, parsed.arguments)
+        if not isinstance(result, Observation):
+            problems.append(f"turn {number}: the tool call fails on replay: {result.message}")
+        elif claimed is None or claimed["timestamps"] != result.timestamps:
+            problems.append(f"turn {number}: {parsed.name} returns {result.timestamps}, the trajectory claims "
+                            f"{None if claimed is None else claimed['timestamps']}")
+    return problems

@@ -143,3 +143,20 @@ def test_build_end_to_end(synth_video: SynthClinVideo, tmp_path: Path) -> None:
     assert "Funnel" in card and "Evidence window lengths" in card
     with VideoSource(synth_video.video_path) as source:
         assert all(replay(t, source) == [] for t in trajectories)
+
+
+def test_model_rewrites_questions_but_never_loses_times() -> None:
+    from medscope.agent.backends.scripted import ReplayBackend
+    from medscope.suite.qa import rewrite_questions
+
+    samples = [s for s in generate_samples(_annotation(), 120.0) if s.task == "fine_caption"][:2]
+    backend = ReplayBackend([
+        f"<answer>Please describe the events from {samples[0].evidence[0][0]:.1f} s to "
+        f"{samples[0].evidence[0][1]:.1f} s.</answer>",
+        "<answer>Describe this part.</answer>",
+    ])
+    good, bad = rewrite_questions(samples, backend)
+    assert good.question.startswith("Please describe") and good.meta["rewrite"] == "accepted"
+    assert good.meta["template_question"] == samples[0].question
+    assert bad.question == samples[1].question and bad.meta["rewrite"].startswith("rejected: lost")
+    assert "Rewrite this question" in backend.prompts[0][0]["content"][0]["text"]

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from medscope.agent.backends import backend_from_spec
 from medscope.io import write_text_atomic
 from medscope.suite import filters
 from medscope.suite.adapters import load_annotations
-from medscope.suite.qa import QAConfig, generate_samples
+from medscope.suite.qa import QAConfig, generate_samples, rewrite_questions
 from medscope.suite.records import Sample, Trajectory, VideoAnnotation, write_jsonl
 from medscope.suite.trajectories import make_trajectory
 from medscope.video.errors import VideoError
@@ -39,6 +40,9 @@ class BuildConfig:
     judge: str = field(
         default="rules", metadata={"help": "filter judge: rules | hf:MODEL_DIR | openai:MODEL@BASE_URL"}
     )
+    rewrite: str | None = field(
+        default=None, metadata={"help": "rephrase questions with a model: hf:MODEL_DIR | openai:MODEL@BASE_URL"}
+    )
     workers: int = field(default=2, metadata={"help": "processes for trajectories (one video each)"})
     on_error: str = field(default="raise", metadata={"help": "raise | skip: what to do with an unreadable video"})
     qa: QAConfig = field(default_factory=QAConfig)
@@ -47,17 +51,7 @@ class BuildConfig:
 def _judges(spec: str, samples: Sequence[Sample]) -> tuple[filters.Judge, filters.Judge]:
     if spec == "rules":
         return filters.BlindPriorJudge(samples), filters.SummaryRuleJudge()
-    kind, _, rest = spec.partition(":")
-    from medscope.agent.backends import make_backend
-
-    if kind == "hf":
-        backend = make_backend("hf", model=rest)
-    elif kind == "openai" and "@" in rest:
-        model, _, url = rest.partition("@")
-        backend = make_backend("openai", model=model, base_url=url)
-    else:
-        raise ValueError(f"--judge {spec!r}: use rules, hf:MODEL_DIR or openai:MODEL@BASE_URL")
-    judge = filters.BackendJudge(backend)
+    judge = filters.BackendJudge(backend_from_spec(spec))
     return judge, judge
 
 
@@ -98,6 +92,8 @@ def build(config: BuildConfig) -> dict[str, dict[str, int]]:
     out = Path(config.out)
     annotations = load_annotations(config.source, annotations_path)
     generated = _generate(annotations, videos, config)
+    if config.rewrite:
+        generated = rewrite_questions(generated, backend_from_spec(config.rewrite))
     blind, summary_judge = _judges(config.judge, generated)
     summaries = {str(_video_path(a, videos)): a.summary or "" for a in annotations}
     kept, drops_common = filters.commonsense_filter(generated, blind)

@@ -17,12 +17,15 @@ the consistency filter can check the answer against it.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from medscope.agent.protocol import render_window
+from medscope.agent.backends.base import Backend, text_part
+from medscope.agent.protocol import FinalAnswer, parse_turn, render_window
 from medscope.suite.records import Sample, Segment, VideoAnnotation
 
 TEMPLATES = {
@@ -158,3 +161,29 @@ def generate_samples(annotation: VideoAnnotation, duration: float, config: QACon
             items = sorted(rng.sample(items, config.max_per_task), key=lambda s: s.id)
         samples.extend(items)
     return samples
+
+
+REWRITE_PROMPT = (
+    "Rewrite this question about a clinical video so it reads naturally to a clinician. Keep its meaning, "
+    "every number in it and the answer format it asks for. Reply only with <answer>the question</answer>.\n"
+    "Question: {question}"
+)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def rewrite_questions(samples: Sequence[Sample], backend: Backend, *, max_new_tokens: int = 96) -> list[Sample]:
+    """Let a model rephrase each templated question; a rewrite that loses a number (a time) or is empty is
+    rejected and the template kept, noted in ``meta["rewrite"]``."""
+    out = []
+    for sample in samples:
+        messages = [{"role": "user", "content": [text_part(REWRITE_PROMPT.format(question=sample.question))]}]
+        parsed = parse_turn(backend.generate(messages, stop=("</answer>",), max_new_tokens=max_new_tokens))
+        text = parsed.answer.strip() if isinstance(parsed, FinalAnswer) else ""
+        lost = set(_NUMBER.findall(sample.question)) - set(_NUMBER.findall(text))
+        if text and not lost:
+            meta = sample.meta | {"rewrite": "accepted", "template_question": sample.question}
+            out.append(dataclasses.replace(sample, question=text, meta=meta))
+        else:
+            reason = f"lost {sorted(lost)}" if text else "no <answer>"
+            out.append(dataclasses.replace(sample, meta=sample.meta | {"rewrite": f"rejected: {reason}"}))
+    return out

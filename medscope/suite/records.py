@@ -36,7 +36,8 @@ class Segment:
 
     ``kind == "question"`` holds a question in ``text`` whose visual answer is the window (MedVidQA);
     ``kind == "query"`` a sentence to localise (Charades-STA, QVHighlights). ``label`` is a class name
-    (phase, event, instrument) when there is one; ``windows`` lists extra windows for multi-window queries.
+    (phase, event, instrument) when there is one; ``windows``, when set, lists every window of a multi-window
+    query (the first is also ``start``/``end``).
     """
 
     start: float

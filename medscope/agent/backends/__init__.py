@@ -43,4 +43,15 @@ def make_backend(
     raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "make_backend"]
+def backend_from_spec(spec: str) -> Backend:
+    """A model backend from a one-string spec: ``hf:MODEL_DIR`` or ``openai:MODEL@BASE_URL``."""
+    kind, _, rest = spec.partition(":")
+    if kind == "hf" and rest:
+        return make_backend("hf", model=rest)
+    if kind == "openai" and "@" in rest:
+        model, _, url = rest.partition("@")
+        return make_backend("openai", model=model, base_url=url)
+    raise ValueError(f"backend spec {spec!r}: use hf:MODEL_DIR or openai:MODEL@BASE_URL")
+
+
+__all__ = ["BACKENDS", "Backend", "BackendError", "backend_from_spec", "make_backend"]

@@ -48,11 +48,24 @@ def _suite_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from medscope.eval.runner import EvalConfig, evaluate
+    from medscope.eval.tables import markdown, write_tables
+
+    config = config_from_args(EvalConfig, args)
+    runs = evaluate(config)
+    summaries = write_tables(runs, config.out)
+    print(markdown(summaries))
+    print(f"wrote {config.out}/results.jsonl, baseline.jsonl, tables.md, tables.json, frames_vs_score.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Config classes are imported here, not at module import, so `medscope --help` stays instant.
     from medscope.agent.ask import AskConfig
     from medscope.agent.loop import AgentConfig
     from medscope.demo import DemoConfig
+    from medscope.eval.runner import EvalConfig
     from medscope.suite.build import BuildConfig
     from medscope.video.synthclin import SynthClinConfig
 
@@ -77,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     suite_build = suite_sub.add_parser("build", help="adapt → generate → filter → trajectories")
     add_config_arguments(suite_build, BuildConfig)
     suite_build.set_defaults(run=_suite_build)
+
+    evaluate = sub.add_parser("eval", help="run a backend (and the uniform baseline) over samples; tables")
+    add_config_arguments(evaluate, EvalConfig)
+    evaluate.set_defaults(run=_eval)
 
     demo = sub.add_parser("demo", help="generate a video and show the tools on it")
     add_config_arguments(demo, DemoConfig)

@@ -160,3 +160,11 @@ def test_model_rewrites_questions_but_never_loses_times() -> None:
     assert good.meta["template_question"] == samples[0].question
     assert bad.question == samples[1].question and bad.meta["rewrite"].startswith("rejected: lost")
     assert "Rewrite this question" in backend.prompts[0][0]["content"][0]["text"]
+
+
+def test_global_level_drops_what_the_overview_shows() -> None:
+    # 16 overview frames over 120 s sit at 3.75 s, 11.25 s, ...: a window around 11.25 s is seen, 5-7 s is not.
+    seen = _sample(id="seen", evidence=[[10.0, 12.0]])
+    hidden = _sample(id="hidden", evidence=[[5.0, 7.0]], question="Where is the gauze?")
+    kept, drops = filters.global_summary_filter([seen, hidden], filters.SummaryRuleJudge(), {})
+    assert [s.id for s in kept] == ["hidden"] and drops[0].sample_id == "seen"

@@ -86,17 +86,22 @@ class BlindPriorJudge:
 
 
 class SummaryRuleJudge:
-    """Rule default for the global-summary level: the answer is stated in the summary, or the evidence spans
-    most of the video (the overview alone would show it)."""
+    """Rule default for the global level, a judge with perfect perception of the global view only: it knows
+    the answer when the summary states it, when the evidence spans most of the video, or (for questions that
+    are not about *when*) when one of the ``overview_frames`` uniform overview frames falls inside the
+    evidence, since the overview alone then shows it."""
 
-    def __init__(self, *, max_evidence_share: float = 0.5) -> None:
+    def __init__(self, *, max_evidence_share: float = 0.5, overview_frames: int = 16) -> None:
         self.max_evidence_share = max_evidence_share
+        self.overview_frames = overview_frames
 
     def answer(self, sample: Sample, context: str) -> str | None:
         covered = sum(e - s for s, e in sample.evidence) / sample.duration
         if sample.task == "grounding":
             return f"[0.00, {sample.duration:.2f}]" if covered > self.max_evidence_share else None
-        if covered > self.max_evidence_share:
+        gap = sample.duration / self.overview_frames
+        seen = any(s <= (j + 0.5) * gap <= e for j in range(self.overview_frames) for s, e in sample.evidence)
+        if covered > self.max_evidence_share or seen:
             return sample.answer
         if sample.task == "mcq" and sample.options:
             summary = normalize_answer(context)

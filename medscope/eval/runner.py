@@ -1,0 +1,171 @@
+"""Resumable benchmark runs: every sample through ``run_episode``, one result line each, as it finishes.
+
+``results.jsonl`` (the agent) and ``baseline.jsonl`` (the uniform-sampling baseline) are append-only and keyed
+by sample id: a rerun skips finished ids, and a line torn by a kill is cut off first, so a killed run resumes
+with nothing lost or duplicated. The baseline sees, in one turn, as many uniform frames as the agent viewed
+on average, through the same backend (scripted policies get the scripted ``uniform`` policy).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from medscope.agent.backends import Backend, make_backend
+from medscope.agent.backends.scripted import Reference
+from medscope.agent.loop import AgentConfig, run_episode
+from medscope.agent.protocol import parse_answer_window
+from medscope.agent.trace import Episode
+from medscope.eval.metrics import answer_score, iou, set_iou
+from medscope.suite.records import Sample, read_jsonl
+
+log = logging.getLogger(__name__)
+SCRIPTED = ("oracle", "uniform", "random")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    samples: str = field(default="", metadata={"help": "samples.jsonl from `medscope suite build`"})
+    out: str = field(default="", metadata={"help": "output folder (results.jsonl, baseline.jsonl, tables)"})
+    backend: str = field(default="oracle", metadata={"help": "hf | openai | oracle | uniform | random"})
+    model: str | None = field(default=None, metadata={"help": "hf: model folder; openai: model name"})
+    base_url: str | None = field(default=None, metadata={"help": "openai: server URL"})
+    baseline: str | None = field(default="uniform", metadata={"help": "uniform (same frame budget) or none"})
+    workers: int = field(default=1, metadata={"help": "concurrent episodes (server and scripted backends)"})
+    limit: int = field(default=0, metadata={"help": "evaluate only the first N samples (0: all)"})
+    agent: AgentConfig = field(default_factory=AgentConfig)
+
+
+def sample_metrics(sample: Sample, episode: Episode) -> dict[str, float | None]:
+    """Per-sample scores: accuracy (the shared rule), grounding IoU of the answered window, evidence IoU."""
+    metrics: dict[str, float | None] = {
+        "accuracy": answer_score(episode.answer, answer=sample.answer, task=sample.task, evidence=sample.evidence),
+        "evidence_iou": set_iou(episode.evidence, sample.evidence) if episode.evidence else 0.0,
+        "tool_calls": float(episode.tool_calls),
+        "frames_viewed": float(episode.frames_viewed),
+        "seconds": episode.seconds,
+    }
+    if sample.task == "grounding":
+        window = parse_answer_window(episode.answer or "")
+        metrics["iou"] = iou(window, sample.evidence[0]) if window else 0.0
+    return metrics
+
+
+def reference_of(sample: Sample) -> Reference:
+    windows = tuple((float(s), float(e)) for s, e in sample.evidence)
+    return Reference(answer=sample.answer, windows=windows, grounding=sample.task == "grounding")
+
+
+def _repair_tail(path: Path) -> None:
+    """Cut a last line that a kill left unfinished, so appending goes on from the last whole record."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep < len(data):
+        log.warning("%s: dropping an unfinished last line (%d bytes) from an interrupted run", path, len(data) - keep)
+        with path.open("r+b") as handle:
+            handle.truncate(keep)
+
+
+def finished_ids(path: Path) -> set[str]:
+    _repair_tail(path)
+    if not path.exists():
+        return set()
+    return {json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()}
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+BackendFactory = Callable[[Sample], Backend]
+
+
+def run_samples(
+    samples: Sequence[Sample],
+    make: BackendFactory,
+    path: Path,
+    agent: AgentConfig,
+    *,
+    run: str,
+    workers: int = 1,
+) -> list[dict[str, Any]]:
+    """Run the samples not yet in ``path``; append each result as it finishes; return all results."""
+    done = finished_ids(path)
+    todo = [s for s in samples if s.id not in done]
+    lock = threading.Lock()
+    scores: list[float] = []
+
+    def one(sample: Sample) -> None:
+        episode = run_episode(make(sample), sample.video, sample.question, agent, options=sample.options,
+                              task=sample.task, sample_id=sample.id,
+                              reference={"answer": sample.answer, "evidence": sample.evidence})
+        result = {"id": sample.id, "task": sample.task, "source": sample.source, "video": sample.video, "run": run,
+                  "metrics": sample_metrics(sample, episode), "episode": episode.to_dict()}
+        line = json.dumps(result, ensure_ascii=False) + "\n"
+        with lock:
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(line)
+            scores.append(result["metrics"]["accuracy"])
+            bar.set_postfix(acc=f"{100 * sum(scores) / len(scores):.1f}")
+            bar.update()
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(todo), desc=run, unit="q") as bar:
+        if workers <= 1:
+            for sample in todo:
+                one(sample)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(one, todo))
+    return read_results(path)
+
+
+def _factory(config: EvalConfig, policy: str) -> BackendFactory:
+    if policy in SCRIPTED:
+        return lambda sample: make_backend(policy, reference=reference_of(sample))
+    backend = make_backend(policy, model=config.model, base_url=config.base_url)  # one model, shared
+    return lambda sample: backend
+
+
+def baseline_budget(results: Iterable[dict[str, Any]]) -> int:
+    frames = [r["metrics"]["frames_viewed"] for r in results]
+    return max(1, math.ceil(sum(frames) / len(frames))) if frames else 16
+
+
+def evaluate(config: EvalConfig) -> dict[str, list[dict[str, Any]]]:
+    """Run the agent, then the baseline at the agent's mean frame budget; returns both result lists."""
+    if not config.samples or not config.out:
+        raise ValueError("eval needs --samples samples.jsonl and --out DIR")
+    samples = list(read_jsonl(config.samples))
+    if config.limit:
+        samples = samples[: config.limit]
+    if not samples:
+        raise ValueError(f"{config.samples} holds no samples")
+    out = Path(config.out)
+    workers = 1 if config.backend == "hf" else config.workers  # one local model, one forward at a time
+    agent = run_samples(samples, _factory(config, config.backend), out / "results.jsonl", config.agent,
+                        run=config.backend, workers=workers)
+    results = {"agent": agent}
+    if config.baseline == "uniform":
+        budget = baseline_budget(agent)
+        # N uniform frames and nothing else: the budget is spent by the overview, so the first turn must answer.
+        tools = replace(config.agent.tools, overview_frames=budget, max_frames=budget)
+        policy = "uniform" if config.backend in SCRIPTED else config.backend
+        results["baseline"] = run_samples(samples, _factory(config, policy), out / "baseline.jsonl",
+                                          replace(config.agent, tools=tools), run=f"uniform@{budget}", workers=workers)
+    elif config.baseline not in (None, "none"):
+        raise ValueError(f"--baseline {config.baseline!r}: use uniform or none")
+    return results
+

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 import jinja2
 
-from medscope.agent.backends.base import BackendError, Message, text_part
+from medscope.agent.backends.base import Message, text_part
 
 JUDGE_PROMPT_VERSION = "1"
 DIMENSIONS = ("ci", "do", "cu", "tu")
@@ -51,7 +51,7 @@ SCORE_RANGE = (1, 5)
 OPTIONAL_FLAG = "--judge-optional"
 
 _OBJECT = re.compile(r"\{[^{}]*\}", re.S)
-_SCORE_TEXT = re.compile(r"score\W{0,5}?(-?\d+(?:\.\d+)?)", re.I)
+_SCORE_TEXT = re.compile(r"score(?:\s+(?:is|of))?\W{0,5}?(-?\d+(?:\.\d+)?)", re.I)
 _BARE_NUMBER = re.compile(r"^\W*(-?\d+(?:\.\d+)?)\W*$")
 _VERDICT_TEXT = re.compile(r"verdict\W{0,5}?(fully|partially|not|inconsistent|consistent)\b", re.I)
 _BARE_VERDICT = re.compile(r"^\W*(fully|partially|not)(?:\s+consistent)?\W*$", re.I)
@@ -178,6 +178,8 @@ def parse_score(text: str, dimension: str | None = None) -> int:
             raise ValueError(f"no score found in {_quote(text)}")
         value = match.group(1)
     try:
+        if isinstance(value, bool):
+            raise TypeError(value)
         number = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"the score {value!r} is not a number") from None
@@ -258,7 +260,7 @@ class Judge:
         for attempt in range(2):
             try:
                 reply = self.backend.generate(conversation, stop=[], max_new_tokens=self.max_new_tokens)
-            except (BackendError, OSError) as err:
+            except Exception as err:  # BackendError, a local model's own errors: the judge did not judge
                 raise self._backend_failure(err) from err
             replies.append(reply)
             try:

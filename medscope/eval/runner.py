@@ -111,7 +111,7 @@ def run_samples(
         episode = run_episode(make(sample), sample.video, sample.question, agent, options=sample.options,
                               task=sample.task, sample_id=sample.id,
                               reference={"answer": sample.answer, "evidence": sample.evidence})
-        result = {"id": sample.id, "task": sample.task, "source": sample.source, "video": sample.video, "run": run,
+        result: dict[str, Any] = {"id": sample.id, "task": sample.task, "source": sample.source, "video": sample.video, "run": run,
                   "metrics": sample_metrics(sample, episode), "episode": episode.to_dict()}
         line = json.dumps(result, ensure_ascii=False) + "\n"
         with lock:

@@ -90,7 +90,9 @@ class VideoSource:
             raise NoVideoStreamError(f"{self.path}: the file has no video stream (audio or data only).")
         self._stream = self._container.streams.video[0]
         self._stream.thread_count = threads
-        self._stream.thread_type = "AUTO"
+        # Frame threading delays the first decoded frame after every seek by one frame per thread; random
+        # access decodes short runs, so slice threading is faster here (benchmarks/video_access.py).
+        self._stream.thread_type = "SLICE"
         self._time_base = self._stream.time_base or Fraction(1, 1)
         try:
             self._build_index()

@@ -104,11 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from medscope.agent.backends.base import BackendError
+    from medscope.eval.judge import JudgeError
     from medscope.video.errors import VideoError
 
     try:
         return int(args.run(args))
-    except (VideoError, BackendError, ValueError) as exc:
+    except (VideoError, BackendError, JudgeError, ValueError) as exc:
         print(f"medscope {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -2,7 +2,8 @@
 
 Generates a SynthClin video, asks two questions about short events with the oracle policy (looks on
 purpose: coarse crop, fine crop, get_frame) and with the uniform baseline (overview only), writes one HTML
-evidence report per policy and the traces, and prints where they are.
+evidence report per policy and the traces, then builds a small ClinVideoSuite from the video and evaluates
+both policies on it, printing the table.
 """
 
 from __future__ import annotations
@@ -44,6 +45,24 @@ def demo_questions(annotation: dict) -> list[str]:
     return [f"When {_WHEN[first]}?", f"What is seen during {_NOUN[second]}, and where in the field?"]
 
 
+def small_eval(annotation_path: Path, out: Path) -> dict[str, str]:
+    """Suite build on the demo video, then the oracle against the uniform baseline at its frame budget."""
+    from medscope.eval.runner import EvalConfig, evaluate
+    from medscope.eval.tables import markdown, write_tables
+    from medscope.suite.build import BuildConfig, build, funnel_markdown
+
+    suite = out / "suite"
+    table = build(BuildConfig(source="synthclin", annotations=str(annotation_path), out=str(suite), workers=1))
+    print("\nClinVideoSuite from this video (generated → filtered → kept):\n" + funnel_markdown(table))
+    run = out / "eval"
+    for name in ("results.jsonl", "baseline.jsonl"):  # a demo starts afresh; `medscope eval` resumes
+        (run / name).unlink(missing_ok=True)
+    summaries = write_tables(evaluate(EvalConfig(samples=str(suite / "samples.jsonl"), out=str(run))), run)
+    print("\nEvaluation: oracle (looks on purpose) vs uniform sampling at the same frame budget:\n"
+          + markdown(summaries))
+    return {"suite": str(suite / "samples.jsonl"), "eval_tables": str(run / "tables.md")}
+
+
 def main(config: DemoConfig) -> dict[str, str]:
     out = Path(config.out)
     video = generate(SynthClinConfig(duration_seconds=config.minutes * 60, seed=config.seed), out)
@@ -69,6 +88,7 @@ def main(config: DemoConfig) -> dict[str, str]:
                 episodes.append(episode)
             paths[f"{policy}_report"] = str(render_report(episodes, out / f"{policy}_report.html"))
             paths[f"{policy}_trace"] = str(trace)
+    paths |= small_eval(video.annotation_path, out)
     print("\nwrote:")
     for name, path in paths.items():
         print(f"  {name:15s} {path}")

@@ -20,11 +20,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from medscope.agent.backends import Backend, make_backend
+from medscope.agent.backends import Backend, backend_from_spec, make_backend
 from medscope.agent.backends.scripted import Reference
 from medscope.agent.loop import AgentConfig, run_episode
 from medscope.agent.protocol import parse_answer_window
 from medscope.agent.trace import Episode
+from medscope.eval.judge import DIMENSIONS, Judge
 from medscope.eval.metrics import answer_score, iou, set_iou
 from medscope.suite.records import Sample, read_jsonl
 
@@ -42,6 +43,12 @@ class EvalConfig:
     baseline: str | None = field(default="uniform", metadata={"help": "uniform (same frame budget) or none"})
     workers: int = field(default=1, metadata={"help": "concurrent episodes (server and scripted backends)"})
     limit: int = field(default=0, metadata={"help": "evaluate only the first N samples (0: all)"})
+    judge: str | None = field(
+        default=None, metadata={"help": "LLM judge for caption answers (CI/DO/CU/TU): openai:MODEL@BASE_URL | hf:DIR"}
+    )
+    judge_optional: bool = field(
+        default=False, metadata={"help": "a failing judge marks its scores missing instead of stopping the run"}
+    )
     agent: AgentConfig = field(default_factory=AgentConfig)
 
 
@@ -92,6 +99,15 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
 BackendFactory = Callable[[Sample], Backend]
 
 
+JUDGED_TASKS = ("caption", "fine_caption")
+
+
+def judge_metrics(judge: Judge, sample: Sample, episode: Episode) -> dict[str, float | None]:
+    """The judge's 1-5 scores for a caption answer; None where an optional judge could not score."""
+    scores = judge.score(sample.question, sample.answer, episode.answer or "")
+    return {name.upper(): getattr(scores, name) for name in DIMENSIONS}
+
+
 def run_samples(
     samples: Sequence[Sample],
     make: BackendFactory,
@@ -100,6 +116,7 @@ def run_samples(
     *,
     run: str,
     workers: int = 1,
+    judge: Judge | None = None,
 ) -> list[dict[str, Any]]:
     """Run the samples not yet in ``path``; append each result as it finishes; return all results."""
     done = finished_ids(path)
@@ -111,8 +128,11 @@ def run_samples(
         episode = run_episode(make(sample), sample.video, sample.question, agent, options=sample.options,
                               task=sample.task, sample_id=sample.id,
                               reference={"answer": sample.answer, "evidence": sample.evidence})
-        result: dict[str, Any] = {"id": sample.id, "task": sample.task, "source": sample.source, "video": sample.video, "run": run,
-                  "metrics": sample_metrics(sample, episode), "episode": episode.to_dict()}
+        metrics = sample_metrics(sample, episode)
+        if judge is not None and sample.task in JUDGED_TASKS:
+            metrics |= judge_metrics(judge, sample, episode)
+        result: dict[str, Any] = {"id": sample.id, "task": sample.task, "source": sample.source,
+                                  "video": sample.video, "run": run, "metrics": metrics, "episode": episode.to_dict()}
         line = json.dumps(result, ensure_ascii=False) + "\n"
         with lock:
             with path.open("a", encoding="utf-8") as handle:
@@ -154,9 +174,14 @@ def evaluate(config: EvalConfig) -> dict[str, list[dict[str, Any]]]:
     if not samples:
         raise ValueError(f"{config.samples} holds no samples")
     out = Path(config.out)
+    judge = None
+    if config.judge:
+        judge = Judge(backend_from_spec(config.judge), optional=config.judge_optional)
+        # Fail before any episode runs: a judge that is down would otherwise stop the run at the first caption.
+        judge.score("Probe: what is shown?", "A test.", "A test.")
     workers = 1 if config.backend == "hf" else config.workers  # one local model, one forward at a time
     agent = run_samples(samples, _factory(config, config.backend), out / "results.jsonl", config.agent,
-                        run=config.backend, workers=workers)
+                        run=config.backend, workers=workers, judge=judge)
     results = {"agent": agent}
     if config.baseline == "uniform":
         budget = baseline_budget(agent)
@@ -164,7 +189,8 @@ def evaluate(config: EvalConfig) -> dict[str, list[dict[str, Any]]]:
         tools = replace(config.agent.tools, overview_frames=budget, max_frames=budget)
         policy = "uniform" if config.backend in SCRIPTED else config.backend
         results["baseline"] = run_samples(samples, _factory(config, policy), out / "baseline.jsonl",
-                                          replace(config.agent, tools=tools), run=f"uniform@{budget}", workers=workers)
+                                          replace(config.agent, tools=tools), run=f"uniform@{budget}", workers=workers,
+                                          judge=judge)
     elif config.baseline not in (None, "none"):
         raise ValueError(f"--baseline {config.baseline!r}: use uniform or none")
     return results

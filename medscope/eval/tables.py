@@ -59,6 +59,10 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 entry["mIoU"] = _pct(metric["evidence_iou"], videos)
         if task in ("caption", "fine_caption"):
             entry |= _caption_columns(rows)
+            for name in ("CI", "DO", "CU", "TU"):  # judge scores, 1-5; missing (None) ones are left out
+                scored = [v for v in metric.get(name, []) if v is not None]
+                if name in metric:
+                    entry[name] = sum(scored) / len(scored) if scored else None
         for name in ("tool_calls", "frames_viewed", "seconds"):
             entry[name] = sum(metric[name]) / len(rows)
         table[key] = entry
@@ -78,7 +82,7 @@ def _caption_columns(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 COLUMNS = ["n", "R@0.3", "R@0.5", "R@0.7", "mIoU", "Acc", "BLEU-4", "CIDEr", "METEOR", "ROUGE-L",
-           "tool_calls", "frames_viewed", "seconds"]
+           "CI", "DO", "CU", "TU", "tool_calls", "frames_viewed", "seconds"]
 
 
 def _cell(value: Any) -> str:

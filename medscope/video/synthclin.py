@@ -73,6 +73,19 @@ _PHASE_TOOLS = {
     "cleaning_and_coagulation": ("irrigator", "hook"),
     "gallbladder_retraction": ("grasper",),
 }
+# Events follow the procedure, as in real surgery: clips in the clipping phase, bleeding and smoke while
+# dissecting, gauze when cleaning up. The phases are visible in a coarse overview while the events are not, so
+# a model can learn to look in the right phase (coarse) and then find the event in it (fine).
+_PHASE_EVENTS = {
+    "preparation": ("bleeding", "smoke"),
+    "calot_triangle_dissection": ("bleeding", "smoke"),
+    "clipping_and_cutting": ("clip_applied",),
+    "gallbladder_dissection": ("bleeding", "smoke"),
+    "gallbladder_packaging": ("gauze",),
+    "cleaning_and_coagulation": ("smoke", "gauze"),
+    "gallbladder_retraction": ("gauze",),
+}
+_EVENT_AFFINITY = 0.8  # probability that an event is of a kind its phase favours
 _EVENT_GAP_S = 5.0  # minimum quiet time between two events, and before the first / after the last
 
 
@@ -186,7 +199,9 @@ def _plan_instruments(rng: np.random.Generator, config: SynthClinConfig, phases:
     return sorted(out, key=lambda x: (x["start"], x["side"]))
 
 
-def _plan_events(rng: np.random.Generator, config: SynthClinConfig) -> list[dict[str, Any]]:
+def _plan_events(
+    rng: np.random.Generator, config: SynthClinConfig, phases: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     count = round(config.events_per_10min * config.duration_seconds / 600.0)
     lo, hi = config.event_seconds
     lengths = [max(1, round(rng.uniform(lo, hi) * config.fps)) / config.fps for _ in range(count)]
@@ -196,11 +211,11 @@ def _plan_events(rng: np.random.Generator, config: SynthClinConfig) -> list[dict
     if free < 0:
         raise ValueError(f"{count} events of {lo:g}-{hi:g} s do not fit in {config.duration_seconds:g} s")
     offsets = np.sort(rng.uniform(0.0, free, count))
-    kinds = [EVENT_KINDS[k] for k in rng.permutation(len(EVENT_KINDS))]
     events, cursor = [], gap
     for k in range(count):
         start = _on_grid(cursor + offsets[k], config.fps)
-        label = kinds[k % len(kinds)]  # cycling guarantees every kind once there are enough events
+        liked = _PHASE_EVENTS[_phase_at(phases, start)]
+        label = str(rng.choice(liked if rng.random() < _EVENT_AFFINITY else EVENT_KINDS))
         position = None if label == "smoke" else str(rng.choice(POSITIONS))
         events.append({"label": label, "start": start, "end": round(start + lengths[k], 3), "position": position})
         cursor += lengths[k] + gap
@@ -237,7 +252,7 @@ def plan_annotation(config: SynthClinConfig, video_name: str | None = None) -> d
     rng = np.random.default_rng(config.seed)
     phases = _plan_phases(rng, config)
     instruments = _plan_instruments(rng, config, phases)
-    events = _plan_events(rng, config)
+    events = _plan_events(rng, config, phases)
     return {
         "schema": SCHEMA,
         "video": video_name or f"{default_name(config)}.mp4",

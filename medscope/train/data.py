@@ -1,0 +1,136 @@
+"""Training data: suite samples and trajectories → conversations in the agent's exact protocol.
+
+Every conversation is rendered by the same functions the agent loop uses (``medscope.agent.protocol``) with
+frames re-extracted from the real video by replaying the tool calls, so what a model learns in SFT is what it
+sees at inference. Rows for ``datasets`` keep image *placeholders* (``{"type": "image"}``) in the messages and
+the frames, in order of appearance, in an ``images`` column (Arrow cannot hold PIL images inside nested
+messages); ``fill_images`` puts them back.
+
+- stage 1 (warm-up): frames of the evidence window + the question → a short answer (perception);
+- stage 2 (cold start): VCoT trajectories (overview → crops → get_frame → answer) and CoT ones;
+- stage 3 (GA-GRPO): a prompt (the system prompt) and the sample; the environment renders the first user turn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from PIL import Image
+
+from medscope.agent import protocol
+from medscope.agent.backends.base import Message, text_part
+from medscope.agent.loop import AgentConfig
+from medscope.agent.protocol import ToolCall, parse_turn, render_answer
+from medscope.suite.records import Sample, Trajectory
+from medscope.video.source import VideoSource
+from medscope.video.tools import Observation, VideoTools
+
+
+def system_message(agent: AgentConfig) -> Message:
+    text = protocol.system_prompt(overview_frames=agent.tools.overview_frames, max_turns=agent.max_turns,
+                                  max_frames=agent.tools.max_frames, explicit_evidence=agent.explicit_evidence)
+    return {"role": "system", "content": [text_part(text)]}
+
+
+def trajectory_messages(trajectory: Trajectory, source: VideoSource, agent: AgentConfig) -> list[Message]:
+    """The conversation the agent loop would have had, with the teacher's turns as the assistant's."""
+    sample = trajectory.sample
+    tools = VideoTools(source, agent.tools)
+    overview = tools.overview()
+    messages = [system_message(agent), protocol.first_user_message(
+        sample.question, overview, duration=source.duration_seconds, options=sample.options)]
+    for turn in trajectory.turns:
+        messages.append({"role": "assistant", "content": [text_part(turn["text"])]})
+        parsed = parse_turn(turn["text"], duration=source.duration_seconds)
+        if isinstance(parsed, ToolCall):
+            messages.append(protocol.observation_message(tools.call(parsed.name, parsed.arguments)))
+    return messages
+
+
+def warmup_messages(sample: Sample, source: VideoSource, agent: AgentConfig, *, margin: float = 2.0) -> list[Message]:
+    """Stage 1: the frames of the evidence window (a little wider) and the question, then the answer."""
+    start = max(0.0, min(s for s, _ in sample.evidence) - margin)
+    end = min(source.duration_seconds, max(e for _, e in sample.evidence) + margin)
+    crop = VideoTools(source, agent.tools).crop_video(start, end)
+    if not isinstance(crop, Observation):
+        raise ValueError(f"{sample.id}: cannot show its evidence window [{start}, {end}]: {crop.message}")
+    parts: list[dict[str, Any]] = [text_part(f"Video duration: {source.duration_seconds:.2f}s. "
+                                             f"Frames from {start:.2f}s to {end:.2f}s:")]
+    for frame in crop.frames:
+        parts += [text_part(protocol.format_seconds(frame.pts_seconds)), {"type": "image", "image": frame.image}]
+    question = f"\nQuestion: {sample.question}"
+    if sample.options:
+        question += "\nOptions:\n" + "\n".join(f"{chr(65 + i)}. {o}" for i, o in enumerate(sample.options))
+    parts.append(text_part(question))
+    think = f"The frames from {crop.timestamps[0]:.2f}s to {crop.timestamps[-1]:.2f}s show it."
+    return [system_message(agent), {"role": "user", "content": parts},
+            {"role": "assistant", "content": [text_part(render_answer(sample.answer, think))]}]
+
+
+def to_row(messages: Sequence[Message]) -> dict[str, Any]:
+    """``{"messages": ..., "images": [...]}`` with image placeholders, for a ``datasets.Dataset``."""
+    images: list[Image.Image] = []
+    out = []
+    for message in messages:
+        content = []
+        for part in message["content"]:
+            if part["type"] == "image":
+                images.append(part["image"])
+                content.append({"type": "image", "text": None})
+            else:
+                content.append({"type": "text", "text": part["text"]})
+        out.append({"role": message["role"], "content": content})
+    return {"messages": out, "images": images}
+
+
+def fill_images(messages: Sequence[dict[str, Any]], images: Sequence[Image.Image]) -> list[Message]:
+    """Inverse of ``to_row``: put the frames back into the placeholders (and drop Arrow's None keys)."""
+    frames = iter(images)
+    out: list[Message] = []
+    for message in messages:
+        content = []
+        for part in message["content"]:
+            if part["type"] == "image":
+                try:
+                    content.append({"type": "image", "image": next(frames)})
+                except StopIteration:
+                    raise ValueError("more image placeholders than images in this row") from None
+            else:
+                content.append({"type": "text", "text": part["text"]})
+        out.append({"role": message["role"], "content": content})
+    if next(frames, None) is not None:
+        raise ValueError("more images than image placeholders in this row")
+    return out
+
+
+def sft_rows(
+    items: Iterable[Sample | Trajectory], agent: AgentConfig, *, stage: int
+) -> list[dict[str, Any]]:
+    """Stage-1 rows from samples, stage-2 rows from trajectories; each video is opened once."""
+    by_video: dict[str, list[Sample | Trajectory]] = {}
+    for item in items:
+        video = item.video if isinstance(item, Sample) else item.sample.video
+        by_video.setdefault(video, []).append(item)
+    rows = []
+    for video, group in by_video.items():
+        with VideoSource(video) as source:
+            for item in group:
+                if stage == 1 and isinstance(item, Sample):
+                    rows.append(to_row(warmup_messages(item, source, agent)))
+                elif stage == 2 and isinstance(item, Trajectory):
+                    rows.append(to_row(trajectory_messages(item, source, agent)))
+                else:
+                    raise ValueError(f"stage {stage} takes {'samples' if stage == 1 else 'trajectories'}")
+    return rows
+
+
+def grpo_rows(samples: Iterable[Sample], agent: AgentConfig) -> list[dict[str, Any]]:
+    """Prompts for GA-GRPO: the system prompt and an empty user turn that the environment's ``reset`` fills
+    with the overview and the question; the sample travels as JSON for the environment and the rewards."""
+    system = system_message(agent)["content"][0]["text"]
+    return [{"prompt": [{"role": "system", "content": system}, {"role": "user", "content": ""}],
+             "sample": json.dumps(dataclasses.asdict(s)), "task": s.task} for s in samples]
+

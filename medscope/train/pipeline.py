@@ -1,0 +1,167 @@
+"""``medscope train all``: the whole recipe on SynthClin, end to end, resumable stage by stage.
+
+data (SynthClin videos, split by video) → suite build → tokenizer + tiny model → stage 1 SFT (warm-up) →
+stage 2 SFT (VCoT cold start) → GA-GRPO, and its ablations → evaluation of every checkpoint on held-out
+videos next to the uniform baseline. Each stage writes its folder and a ``DONE`` marker; a rerun skips
+finished stages and a killed stage resumes from its trainer checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medscope.io import write_text_atomic
+
+# name → (overrides of the stage configs). The tiny preset fits a 2-core CPU in under an hour.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "videos": {"train": 16, "eval": 4, "minutes": 5.0},
+        "model": {"arch": "qwen3_vl", "hidden_size": 128, "layers": 4, "vision_hidden": 64, "vision_layers": 2,
+                  "vocab_size": 3000, "max_pixels": 128 * 96},
+        "sft1": {"epochs": 2.0, "lr": 1e-3, "batch_size": 4},
+        "sft2": {"epochs": 3.0, "lr": 5e-4, "batch_size": 2},
+        "grpo": {"max_steps": 40, "lr": 1e-5, "group_size": 4, "batch_size": 4, "max_completion_length": 1024},
+        "eval": {"limit": 60, "max_new_tokens": 160},
+    },
+}
+ABLATIONS = {"grpo_no_evidence": {"no_evidence_reward": True}, "grpo_no_crop_bonus": {"no_crop_bonus": True}}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    preset: str = field(default="tiny", metadata={"help": f"recipe size: {', '.join(PRESETS)}"})
+    out: str = field(default="runs/tiny", metadata={"help": "folder of every stage's output"})
+    seed: int = field(default=0, metadata={"help": "seed of the data and the model"})
+    ablations: bool = field(default=True, metadata={"help": "also train the GA-GRPO ablations"})
+
+
+def _stage(out: Path, name: str, run: Callable[[Path], Any]) -> Path:
+    """Run one stage into ``out/name`` unless it finished before; prints its wall time."""
+    folder = out / name
+    if (folder / "DONE").exists():
+        print(f"[{name}] done before, skipped", file=sys.stderr)
+        return folder
+    started = time.monotonic()
+    print(f"[{name}] ...", file=sys.stderr, flush=True)
+    run(folder)
+    write_text_atomic(folder / "DONE", f"{time.monotonic() - started:.1f}\n")
+    print(f"[{name}] {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
+    return folder
+
+
+def _videos(folder: Path, seeds: Iterable[int], minutes: float) -> None:
+    from medscope.video.synthclin import SynthClinConfig, generate
+
+    for seed in seeds:
+        generate(SynthClinConfig(duration_seconds=minutes * 60, seed=seed), folder)
+
+
+def _suite(videos: Path, folder: Path) -> None:
+    from medscope.suite.build import BuildConfig, build
+
+    build(BuildConfig(source="synthclin", annotations=str(videos), out=str(folder)))
+
+
+def corpus(suite: Path) -> list[str]:
+    """Every text a model will read or write: prompts, questions, answers, captions, teacher turns."""
+    from medscope.agent.loop import AgentConfig
+    from medscope.suite.records import read_jsonl
+    from medscope.train.data import system_message
+
+    texts = [system_message(AgentConfig())["content"][0]["text"]]
+    for traj in read_jsonl(suite / "trajectories.jsonl", "trajectory"):
+        texts += [traj.sample.question, traj.sample.answer, *(t["text"] for t in traj.turns)]
+        texts += [str(traj.sample.meta.get("evidence_text", "")), *(traj.sample.options or [])]
+    return texts
+
+
+def _init_model(suite: Path, folder: Path, spec: dict[str, Any], seed: int) -> None:
+    from medscope.train import tiny
+
+    arch = spec["arch"]
+    tokenizer = tiny.build_tokenizer(corpus(suite), vocab_size=spec["vocab_size"],
+                                     chat_template=tiny.load_chat_template(arch))
+    model = tiny.build_tiny_model(arch, tokenizer, hidden_size=spec["hidden_size"], layers=spec["layers"],
+                                  vision_hidden=spec["vision_hidden"], vision_layers=spec["vision_layers"], seed=seed)
+    processor = tiny.build_processor(arch, tokenizer, max_pixels=spec["max_pixels"])
+    tiny.save_tiny(model, processor, folder)
+
+
+def _evaluate(model: Path, samples: Path, folder: Path, spec: dict[str, Any], baseline: bool) -> dict[str, Any]:
+    from medscope.agent.loop import AgentConfig
+    from medscope.eval.runner import EvalConfig, evaluate
+    from medscope.eval.tables import write_tables
+
+    config = EvalConfig(samples=str(samples), out=str(folder), backend="hf", model=str(model),
+                        baseline="uniform" if baseline else "none", limit=spec["limit"],
+                        agent=AgentConfig(max_new_tokens=spec["max_new_tokens"]))
+    return write_tables(evaluate(config), folder)
+
+
+def main(config: PipelineConfig) -> dict[str, Any]:
+    from medscope.train import grpo, sft
+
+    if config.preset not in PRESETS:
+        raise ValueError(f"unknown preset {config.preset!r}; choose one of {', '.join(PRESETS)}")
+    preset, out = PRESETS[config.preset], Path(config.out)
+    v = preset["videos"]
+    train_seeds = range(config.seed, config.seed + v["train"])
+    eval_seeds = range(config.seed + 10_000, config.seed + 10_000 + v["eval"])  # held-out videos, never trained on
+    videos_train = _stage(out, "videos_train", lambda f: _videos(f, train_seeds, v["minutes"]))
+    videos_eval = _stage(out, "videos_eval", lambda f: _videos(f, eval_seeds, v["minutes"]))
+    suite_train = _stage(out, "suite_train", lambda f: _suite(videos_train, f))
+    suite_eval = _stage(out, "suite_eval", lambda f: _suite(videos_eval, f))
+    init = _stage(out, "init", lambda f: _init_model(suite_train, f, preset["model"], config.seed))
+
+    def sft_stage(stage: int, data: Path, model: Path) -> Callable[[Path], Any]:
+        overrides = preset[f"sft{stage}"]
+        return lambda f: sft.main(sft.SFTStageConfig(stage=stage, data=str(data), model=str(model), out=str(f),
+                                                     seed=config.seed, **overrides))
+
+    sft1 = _stage(out, "sft1", sft_stage(1, suite_train / "samples.jsonl", init))
+    sft2 = _stage(out, "sft2", sft_stage(2, suite_train / "trajectories.jsonl", sft1))
+    runs = {"grpo": {}} | (ABLATIONS if config.ablations else {})
+    checkpoints = {"sft": sft2}
+    for name, flags in runs.items():
+        settings = preset["grpo"] | flags
+        checkpoints[name] = _stage(out, name, lambda f, s=settings: grpo.main(grpo.GRPOStageConfig(
+            data=str(suite_train / "samples.jsonl"), model=str(sft2), out=str(f), seed=config.seed, **s)))
+    tables = {}
+    for name, model in checkpoints.items():
+        folder = _stage(out, f"eval_{name}", lambda f, m=model, n=name: _evaluate(
+            m, suite_eval / "samples.jsonl", f, preset["eval"], baseline=n == "sft"))
+        tables[name] = json.loads((folder / "tables.json").read_text())
+    summary = summarize_runs(tables)
+    write_text_atomic(out / "results.md", summary + "\n")
+    write_text_atomic(out / "results.json", json.dumps(tables, indent=2))
+    print(summary)
+    return tables
+
+
+def summarize_runs(tables: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """SFT vs GA-GRPO vs ablations vs uniform: grounding mIoU, grounded-VQA accuracy and mIoU, frames viewed."""
+    rows = ["| model | grounding mIoU | R@0.5 | GVQA Acc | GVQA mIoU | frames viewed |", "|---|---|---|---|---|---|"]
+
+    def value(entry: dict[str, Any] | None, key: str) -> str:
+        if not entry or key not in entry or entry[key] is None:
+            return "–"
+        v = entry[key]
+        return f"{v['value']:.1f}" if isinstance(v, dict) else f"{v:.1f}"
+
+    for name, runs in tables.items():
+        for run, table in runs.items():
+            label = name if run == "agent" else f"uniform baseline ({name} model)"
+            ground = next((e for k, e in table.items() if k.startswith("grounding/")), None)
+            vqa = next((e for k, e in table.items() if k.startswith("grounded_vqa/")), None)
+            frames = [e["frames_viewed"] for e in table.values()]
+            mean_frames = f"{sum(frames) / len(frames):.1f}" if frames else "–"
+            rows.append(f"| {label} | {value(ground, 'mIoU')} | {value(ground, 'R@0.5')} | {value(vqa, 'Acc')} | "
+                        f"{value(vqa, 'mIoU')} | {mean_frames} |")
+    return "\n".join(rows)
+

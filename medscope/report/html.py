@@ -8,7 +8,8 @@ JPEG data URIs, so the file needs nothing beside it. A video that cannot be read
 timeline and says the frames are unavailable.
 
 All text that comes from a model or a trace goes through Jinja2's autoescaping; the template marks nothing
-``|safe``. This module computes no benchmark metric: ``interval_iou`` is the readout the report shows.
+``|safe``. The timelines are laid out in ``medscope.report.timeline``; the IoU readout (``interval_iou``) is
+the evaluator's ``medscope.eval.metrics.set_iou``, so the report shows the number the evaluation reports.
 """
 
 from __future__ import annotations
@@ -16,26 +17,24 @@ from __future__ import annotations
 import base64
 import io
 import json
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 import jinja2
 
 from medscope.agent.trace import Episode, ObservationRecord, TurnRecord
+from medscope.eval.metrics import set_iou
 from medscope.io import write_text_atomic
+from medscope.report.timeline import Timeline, Window, clock, episode_timelines, is_number, parse_windows, seconds
 from medscope.video.errors import VideoError
 from medscope.video.source import VideoSource
 
-Window = tuple[float, float]
-
 _TEMPLATE = "episode.html.jinja"
 _JPEG_QUALITY = 85
-_TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
 _NUMBER_ARRAY = re.compile(r"\[\s+([-+0-9.eE,\s]+?)\s+\]")
 _TIME_TOLERANCE = 0.01  # seconds between a trace timestamp and the re-extracted frame before we warn
 
@@ -51,32 +50,6 @@ class Thumb:
     height: int = 0
     in_evidence: bool = False
     in_truth: bool = False
-
-
-@dataclass(frozen=True)
-class Mark:
-    """A timeline element; ``left`` and ``width`` are percentages of the timeline's span."""
-
-    kind: str  # css class: sample | crop | frame | evidence | truth, plus " error" for a failed call
-    left: float
-    width: float
-    title: str
-    label: str = ""
-
-
-@dataclass(frozen=True)
-class Lane:
-    label: str
-    marks: tuple[Mark, ...]
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class Timeline:
-    title: str
-    axis: tuple[Mark, ...]
-    lanes: tuple[Lane, ...]
-    bands: tuple[Mark, ...]  # the ground truth, shaded behind every lane
 
 
 @dataclass(frozen=True)
@@ -139,15 +112,17 @@ def render_html(
 
 
 def interval_iou(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> float | None:
-    """IoU of two sets of ``[start, end]`` windows, each taken as the union of its windows.
+    """IoU of two sets of ``[start, end]`` windows: ``metrics.set_iou``, the number the evaluator reports.
 
-    Returns None when either side has no length (no windows, or only moments): IoU is not defined there.
+    Each set is merged into disjoint intervals; IoU = total intersection / total union. Only windows with
+    ``end > start`` count. Returns None when either side has no length (no windows, or only moments): IoU is
+    not defined there (``set_iou`` would say 0).
     """
-    union_a, union_b = _union(a), _union(b)
-    if not union_a or not union_b:
+    spans_a = [(float(s), float(e)) for s, e in a if e > s]
+    spans_b = [(float(s), float(e)) for s, e in b if e > s]
+    if not spans_a or not spans_b:
         return None
-    overlap = sum(max(0.0, min(e1, e2) - max(s1, s2)) for s1, e1 in union_a for s2, e2 in union_b)
-    return overlap / (_measure(union_a) + _measure(union_b) - overlap)
+    return set_iou(spans_a, spans_b)
 
 
 # ---- frames -------------------------------------------------------------------------------------------------
@@ -253,132 +228,13 @@ def _inside(at: float | None, windows: Sequence[Window]) -> bool:
     return at is not None and any(start <= at <= end for start, end in windows)
 
 
-# ---- timeline -----------------------------------------------------------------------------------------------
-def _windows(value: Any) -> list[Window]:
-    """``[[s, e], ...]`` (or a single ``[s, e]``) as float pairs; anything malformed is skipped."""
-    if not isinstance(value, list | tuple) or not value:
-        return []
-    if all(_is_number(v) for v in value) and len(value) == 2:
-        value = [value]
-    out = []
-    for item in value:
-        if isinstance(item, list | tuple) and len(item) == 2 and all(_is_number(v) for v in item):
-            start, end = float(item[0]), float(item[1])
-            out.append((min(start, end), max(start, end)))
-    return out
-
-
-def _is_number(value: Any) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _union(windows: Sequence[Sequence[float]]) -> list[Window]:
-    merged: list[Window] = []
-    for start, end in sorted((float(s), float(e)) for s, e in windows if e > s):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
-
-
-def _measure(windows: Sequence[Window]) -> float:
-    return sum(e - s for s, e in windows)
-
-
-@dataclass(frozen=True)
-class _Scale:
-    """Maps seconds in [lo, hi] to percent of a track; says whether an interval shows at all."""
-
-    lo: float
-    hi: float
-
-    def pct(self, t: float) -> float:
-        return min(max((float(t) - self.lo) / (self.hi - self.lo) * 100.0, 0.0), 100.0)
-
-    def shows(self, start: float, end: float | None = None) -> bool:
-        return self.lo <= (start if end is None else end) and start <= self.hi
-
-    def mark(self, kind: str, start: float, end: float, title: str, label: str = "") -> Mark:
-        return Mark(kind, self.pct(start), max(self.pct(end) - self.pct(start), 0.0), title, label)
-
-
-def _window_lane(label: str, kind: str, windows: Sequence[Window], scale: _Scale) -> Lane:
-    marks = tuple(
-        scale.mark(kind, s, e, f"{label}: {seconds(s)}" + ("" if e <= s else f" – {seconds(e)}"))
-        for s, e in windows
-        if scale.shows(s, e)
-    )
-    return Lane(label, marks)
-
-
-def _turn_lane(number: int, turn: TurnRecord, scale: _Scale) -> Lane | None:
-    """The lane of one tool call: its window (as run, or as asked when it failed) and the frames it returned."""
-    obs = turn.observation
-    tool = obs.tool if obs is not None else turn.tool
-    if tool is None:
-        return None
-    args = obs.arguments if obs is not None else turn.arguments
-    args = args if isinstance(args, dict) else {}
-    kind = {"crop_video": "crop", "get_frame": "frame"}.get(tool, "crop") + ("" if obs is not None else " error")
-    start, end = args.get("start_time", args.get("timestamp")), args.get("end_time", args.get("timestamp"))
-    marks: list[Mark] = []
-    note = ""
-    if _is_number(start) and _is_number(end):
-        lo, hi = sorted((float(start), float(end)))
-        span = seconds(lo) if lo == hi else f"{seconds(lo)} – {seconds(hi)}"
-        if scale.shows(lo, hi):
-            marks.append(scale.mark(kind, lo, hi, f"turn {number}: {tool} {span}", str(number)))
-    elif obs is None:
-        note = "no valid time in the call"
-    if obs is not None:
-        marks.extend(
-            scale.mark("sample", t, t, f"frame shown at {seconds(t)}") for t in obs.timestamps if scale.shows(t)
-        )
-    return Lane(f"{number} · {tool}", tuple(marks), note)
-
-
-def _timeline(ep: Episode, truth: list[Window], scale: _Scale, title: str) -> Timeline:
-    span = scale.hi - scale.lo
-    step = next((s for s in _TICK_STEPS if span / s <= 10), _TICK_STEPS[-1])
-    first = math.ceil(scale.lo / step - 1e-9)
-    ticks = [k * step for k in range(first, int(scale.hi / step + 1e-9) + 1)]
-    axis = tuple(scale.mark("tick", t, t, seconds(t), clock(t)) for t in ticks)
-    lanes = []
-    if ep.overview is not None:
-        samples = [t for t in ep.overview.timestamps if scale.shows(t)]
-        lanes.append(
-            Lane("overview", tuple(scale.mark("sample overview", t, t, f"overview at {seconds(t)}") for t in samples))
-        )
-    lanes.extend(lane for n, turn in enumerate(ep.turns, start=1) if (lane := _turn_lane(n, turn, scale)))
-    lanes.append(_window_lane(f"evidence ({ep.evidence_source})", "evidence", _windows(ep.evidence), scale))
-    bands: tuple[Mark, ...] = ()
-    if truth:
-        lanes.append(_window_lane("ground truth", "truth", truth, scale))
-        bands = lanes[-1].marks
-    return Timeline(title, axis, tuple(lanes), bands)
-
-
-def _zoom(ep: Episode, truth: list[Window], duration: float) -> _Scale | None:
-    """A closer view around where the model looked, when that is a small part of a long video."""
-    times = [t for turn in ep.turns if turn.observation for t in turn.observation.timestamps]
-    times += [t for turn in ep.turns if turn.observation for t in turn.observation.arguments.values() if _is_number(t)]
-    times += [t for window in (*_windows(ep.evidence), *truth) for t in window]
-    if not times:
-        return None
-    lo, hi = min(times), max(times)
-    pad = max((hi - lo) * 0.15, 2.0)
-    lo, hi = max(0.0, math.floor(lo - pad)), min(duration, math.ceil(hi + pad))
-    return _Scale(lo, hi) if 0 < hi - lo < 0.3 * duration else None
-
-
 # ---- the episode --------------------------------------------------------------------------------------------
 def _call_text(turn: TurnRecord) -> str | None:
     if turn.tool is None and turn.arguments is None:
         return None
     if isinstance(turn.arguments, dict):
         args = ", ".join(
-            f"{k}={v:g}" if _is_number(v) else f"{k}={json.dumps(v, ensure_ascii=False)}"
+            f"{k}={v:g}" if is_number(v) else f"{k}={json.dumps(v, ensure_ascii=False)}"
             for k, v in turn.arguments.items()
         )
     else:
@@ -390,14 +246,8 @@ def _episode_view(number: int, ep: Episode, videos: _Videos, max_pixels: int) ->
     source = videos.get(ep.video)
     thumbs, frames_note, warnings = _episode_thumbs(ep, source, max_pixels)
     reference = ep.reference or {}
-    truth = _windows(reference.get("evidence"))
-    seen = [t for obs in (ep.overview, *(t.observation for t in ep.turns)) if obs for t in obs.timestamps]
-    ends = [e for _, e in (*_windows(ep.evidence), *truth)]
-    duration = ep.duration if _is_number(ep.duration) and ep.duration > 0 else max([*seen, *ends, 1.0])
-    timelines = [_timeline(ep, truth, _Scale(0.0, duration), "whole video")]
-    if (zoom := _zoom(ep, truth, duration)) is not None:
-        timelines.append(_timeline(ep, truth, zoom, f"close-up {clock(zoom.lo)} – {clock(zoom.hi)}"))
-    evidence = _windows(ep.evidence)
+    truth = parse_windows(reference.get("evidence"))
+    evidence = parse_windows(ep.evidence)
     turns = tuple(
         TurnView(n, turn, _call_text(turn), _thumbs_for(turn.observation, thumbs, source, evidence, truth))
         for n, turn in enumerate(ep.turns, start=1)
@@ -412,7 +262,7 @@ def _episode_view(number: int, ep: Episode, videos: _Videos, max_pixels: int) ->
         warnings=tuple(warnings),
         overview=_thumbs_for(ep.overview, thumbs, source, evidence, truth),
         turns=turns,
-        timelines=tuple(timelines),
+        timelines=episode_timelines(ep, truth),
         evidence=tuple(evidence),
         truth=tuple(truth),
         iou=interval_iou(evidence, truth) if evidence and truth else None,
@@ -427,25 +277,7 @@ def _compact_json(data: Any) -> str:
     return _NUMBER_ARRAY.sub(lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
 
 
-# ---- formatting and the template ----------------------------------------------------------------------------
-def seconds(value: float | None) -> str:
-    """``87.5 s``: the timestamp as the model was shown it."""
-    if value is None:
-        return "?"
-    return f"{float(value):.2f}".rstrip("0").rstrip(".") + " s"
-
-
-def clock(value: float | None) -> str:
-    """``1:27.5`` (or ``1:02:07``): for reading a long video's timeline."""
-    if value is None:
-        return "?"
-    tenths = round(float(value) * 10)  # round once, so 59.96 s reads 1:00, never 0:60.0
-    hours, rest = divmod(tenths, 36000)
-    minutes, secs = divmod(rest, 600)
-    text = f"{secs // 10:02d}" + (f".{secs % 10}" if secs % 10 else "")
-    return f"{int(hours)}:{int(minutes):02d}:{text}" if hours else f"{int(minutes)}:{text}"
-
-
+# ---- the template -------------------------------------------------------------------------------------------
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medscope.suite.records import VideoAnnotation
+from medscope.suite.records import Segment, VideoAnnotation
 
 __all__ = ["ADAPTERS", "AdapterError", "load_annotations"]
 
@@ -133,6 +133,25 @@ def window(start: float, end: float, length: float | None, where: Where) -> tupl
             )
         end, start = length, min(start, length)
     return start, end
+
+
+class VideoGroups:
+    """Segments grouped by video, checking that every record of a video states the same duration."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.videos: dict[str, tuple[float, list[Segment]]] = {}
+
+    def add(self, video_id: str, length: float, where: Where, what: str) -> tuple[float, list[Segment]]:
+        """The video's (duration, segments); ``what`` names the record kind for the error ("line", "sample")."""
+        known, segments = self.videos.setdefault(video_id, (length, []))
+        if abs(known - length) > TOLERANCE_S:
+            raise where.error(f"got {length:g} but an earlier {what} of {video_id!r} says {known:g}")
+        return known, segments
+
+    def annotations(self) -> list[VideoAnnotation]:
+        return [VideoAnnotation(v, f"{v}.mp4", length, tuple(segs), self.source)
+                for v, (length, segs) in self.videos.items()]
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from medscope.suite.adapters import TOLERANCE_S, Where, duration, need, number, read_json, text, window
+from medscope.suite.adapters import TOLERANCE_S, VideoGroups, Where, duration, need, number, read_json, text, window
 from medscope.suite.records import Segment, VideoAnnotation
 
 SOURCE = "medvidqa"
@@ -34,16 +34,14 @@ def load(path: str | Path) -> list[VideoAnnotation]:
     data = read_json(path)
     if not isinstance(data, list):
         raise Where(path).error(f"top level is a {type(data).__name__}; expected a JSON list of samples")
-    videos: dict[str, tuple[float, list[Segment]]] = {}
+    videos = VideoGroups(SOURCE)
     for k, record in enumerate(data):
         where = Where(path)[k]
         video_id = text(need(record, "video_id", where), where["video_id"])
         length = duration(need(record, "video_length", where), where["video_length"])
-        known, segments = videos.setdefault(video_id, (length, []))
-        if abs(known - length) > TOLERANCE_S:
-            raise where["video_length"].error(f"got {length:g} but an earlier sample of {video_id!r} says {known:g}")
+        known, segments = videos.add(video_id, length, where["video_length"], "sample")
         segments.append(_question(record, where, known))
-    return [VideoAnnotation(v, f"{v}.mp4", length, tuple(segs), SOURCE) for v, (length, segs) in videos.items()]
+    return videos.annotations()
 
 
 def clock_seconds(value: str) -> float | None:

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from medscope.suite.adapters import TOLERANCE_S, Where, duration, need, pair, read_lines, text, window
+from medscope.suite.adapters import VideoGroups, Where, duration, need, pair, read_lines, text, window
 from medscope.suite.records import Segment, VideoAnnotation
 
 SOURCE = "qvhighlights"
@@ -26,7 +26,7 @@ SOURCE = "qvhighlights"
 
 def load(path: str | Path) -> list[VideoAnnotation]:
     path = Path(path)
-    videos: dict[str, tuple[float, list[Segment]]] = {}
+    videos = VideoGroups(SOURCE)
     for number, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
@@ -39,11 +39,9 @@ def load(path: str | Path) -> list[VideoAnnotation]:
             ) from exc
         vid = text(need(record, "vid", where), where["vid"])
         length = duration(need(record, "duration", where), where["duration"])
-        known, segments = videos.setdefault(vid, (length, []))
-        if abs(known - length) > TOLERANCE_S:
-            raise where["duration"].error(f"got {length:g} but an earlier line of {vid!r} says {known:g}")
+        known, segments = videos.add(vid, length, where["duration"], "line")
         segments.append(_query(record, where, known))
-    return [VideoAnnotation(v, f"{v}.mp4", length, tuple(segs), SOURCE) for v, (length, segs) in videos.items()]
+    return videos.annotations()
 
 
 def _query(record: dict[str, Any], where: Where, length: float) -> Segment:

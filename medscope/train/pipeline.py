@@ -24,8 +24,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "videos": {"train": 16, "eval": 4, "minutes": 5.0},
         "model": {"arch": "qwen3_vl", "hidden_size": 128, "layers": 4, "vision_hidden": 64, "vision_layers": 2,
                   "vocab_size": 3000, "max_pixels": 128 * 96},
-        "sft1": {"epochs": 2.0, "lr": 1e-3, "batch_size": 4},
-        "sft2": {"epochs": 3.0, "lr": 5e-4, "batch_size": 2},
+        "sft1": {"epochs": 2.0, "lr": 1e-3, "batch_size": 4, "grad_accum": 1, "gradient_checkpointing": False},
+        "sft2": {"epochs": 3.0, "lr": 5e-4, "batch_size": 2, "grad_accum": 1, "gradient_checkpointing": False},
         "grpo": {"max_steps": 40, "lr": 1e-5, "group_size": 4, "batch_size": 4, "max_completion_length": 1024},
         "eval": {"limit": 60, "max_new_tokens": 160},
     },
@@ -126,16 +126,20 @@ def main(config: PipelineConfig) -> dict[str, Any]:
 
     sft1 = _stage(out, "sft1", sft_stage(1, suite_train / "samples.jsonl", init))
     sft2 = _stage(out, "sft2", sft_stage(2, suite_train / "trajectories.jsonl", sft1))
-    runs = {"grpo": {}} | (ABLATIONS if config.ablations else {})
+    def grpo_stage(settings: dict[str, Any]) -> Callable[[Path], Any]:
+        return lambda f: grpo.main(grpo.GRPOStageConfig(data=str(suite_train / "samples.jsonl"), model=str(sft2),
+                                                        out=str(f), seed=config.seed, **settings))
+
+    def eval_stage(model: Path, baseline: bool) -> Callable[[Path], Any]:
+        return lambda f: _evaluate(model, suite_eval / "samples.jsonl", f, preset["eval"], baseline)
+
+    runs: dict[str, dict[str, Any]] = {"grpo": {}} | (ABLATIONS if config.ablations else {})
     checkpoints = {"sft": sft2}
     for name, flags in runs.items():
-        settings = preset["grpo"] | flags
-        checkpoints[name] = _stage(out, name, lambda f, s=settings: grpo.main(grpo.GRPOStageConfig(
-            data=str(suite_train / "samples.jsonl"), model=str(sft2), out=str(f), seed=config.seed, **s)))
+        checkpoints[name] = _stage(out, name, grpo_stage(preset["grpo"] | flags))
     tables = {}
     for name, model in checkpoints.items():
-        folder = _stage(out, f"eval_{name}", lambda f, m=model, n=name: _evaluate(
-            m, suite_eval / "samples.jsonl", f, preset["eval"], baseline=n == "sft"))
+        folder = _stage(out, f"eval_{name}", eval_stage(model, baseline=name == "sft"))
         tables[name] = json.loads((folder / "tables.json").read_text())
     summary = summarize_runs(tables)
     write_text_atomic(out / "results.md", summary + "\n")

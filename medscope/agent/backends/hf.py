@@ -22,6 +22,7 @@ from medscope.agent.backends.base import (
     tool_messages_as_user,
     truncate_at_stop,
 )
+from medscope.video.tools import TOOL_SPECS
 
 _PROBE_ROLE = "medscope_probe_role"
 
@@ -85,9 +86,11 @@ class HFBackend:
     # -- prompt -------------------------------------------------------------------------------------------------
 
     def _render(self, messages: Sequence[Message]) -> str:
-        if getattr(self.processor, "chat_template", None):
-            return self.processor.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-        return self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        # The tool schemas go to the template too, as SFT and GA-GRPO training render them: a model sees the
+        # same system prompt at inference as in training.
+        render = self.processor if getattr(self.processor, "chat_template", None) else self.tokenizer
+        return render.apply_chat_template(list(messages), tools=list(TOOL_SPECS), add_generation_prompt=True,
+                                          tokenize=False)
 
     @property
     def tool_images_native(self) -> bool:

@@ -1,0 +1,234 @@
+"""Stages 1 and 2: supervised fine-tuning on conversations in the agent's exact protocol, with TRL's SFTTrainer.
+
+Stage 1 (warm-up) trains on ``samples.jsonl`` (evidence frames + question → answer), stage 2 (cold start) on
+``trajectories.jsonl`` (the teacher's multi-turn tool-calling episodes, frames re-extracted by replaying the
+calls). Both become rows of ``medscope.train.data`` and are tokenised by ``AgentSFTCollator``, which renders
+each conversation with the model's training chat template (the official template plus ``{% generation %}``
+markers) and the tool schemas, exactly as a GRPO rollout renders it, and computes the loss on the assistant
+turns only. Tool results keep their frames: TRL's own vision collator cannot put images inside ``tool``
+messages, ours can.
+
+A run writes ``checkpoint-*`` folders into ``out`` and, at the end, the model (merged if trained with LoRA)
+and its processor, so ``HFBackend.from_pretrained(out)`` loads it. A killed run started again with the same
+``out`` resumes from its last complete checkpoint. This module does not build the tiny model (``tiny.py``)
+or the data (``medscope suite build``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from PIL import Image
+
+from medscope.agent.backends.base import Message, text_part, tool_messages_as_user
+from medscope.agent.backends.processors import load_processor
+from medscope.agent.loop import AgentConfig
+from medscope.suite.records import Sample, Trajectory, read_jsonl
+from medscope.train.data import fill_images, sft_rows
+from medscope.video.tools import TOOL_SPECS
+
+log = logging.getLogger(__name__)
+
+# LoRA goes on the language model's projections only: the vision tower stays as pretrained (Qwen2.5-VL's vision
+# MLP reuses the names gate/up/down_proj, hence the anchor), and lm_head is not adapted.
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+@dataclass(frozen=True)
+class SFTStageConfig:
+    """One SFT stage. Hyperparameter defaults are for a 7B model on a GPU (the paper gives none for SFT: these
+    are the usual Qwen2.5-VL SFT values); the tiny preset overrides them."""
+
+    stage: int = field(default=2, metadata={"help": "1: warm-up on samples.jsonl, 2: cold start on trajectories"})
+    data: str = field(default="", metadata={"help": "samples.jsonl (stage 1) or trajectories.jsonl (stage 2)"})
+    model: str = field(default="", metadata={"help": "local model folder to start from (save_pretrained output)"})
+    out: str = field(default="", metadata={"help": "output folder: checkpoints, then the trained model"})
+    epochs: float = field(default=1.0, metadata={"help": "passes over the data"})
+    lr: float = field(default=1e-5, metadata={"help": "peak learning rate (cosine schedule)"})
+    batch_size: int = field(default=1, metadata={"help": "conversations per device step"})
+    grad_accum: int = field(default=8, metadata={"help": "steps accumulated per optimizer update"})
+    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (merged into the saved model)"})
+    lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha"})
+    save_steps: int = field(default=200, metadata={"help": "optimizer updates between checkpoints"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after this many updates (-1: run all epochs)"})
+    seed: int = field(default=0, metadata={"help": "random seed (data order, dropout, LoRA init)"})
+    limit: int = field(default=0, metadata={"help": "use only the first N records (0: all)"})
+    gradient_checkpointing: bool = field(
+        default=True, metadata={"help": "recompute activations in backward: less memory, about a third more time"}
+    )
+    # The frames and the system prompt must be the ones the trajectories were built with and the agent runs with.
+    agent: AgentConfig = field(default_factory=AgentConfig)
+
+    def __post_init__(self) -> None:
+        if self.stage not in (1, 2):
+            raise ValueError(f"stage must be 1 (warm-up) or 2 (cold start), got {self.stage}")
+        for name in ("batch_size", "grad_accum", "save_steps", "lora_r", "lora_alpha"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.limit < 0 or self.epochs <= 0 or self.lr <= 0:
+            raise ValueError(f"need limit >= 0, epochs > 0 and lr > 0, got {self.limit}, {self.epochs}, {self.lr}")
+
+
+def renders_tool_images(processor: Any, chat_template: str) -> bool:
+    """Whether ``chat_template`` shows images inside ``tool`` messages as tool results (Qwen3-VL's does).
+
+    The same test as ``HFBackend.tool_images_native``: the image placeholder must appear, and the template must
+    treat the ``tool`` role specially (Qwen2.5-VL's writes ``<|im_start|>tool``, a role its model never saw).
+    """
+    image = Image.new("RGB", (32, 32))
+    image_token = getattr(processor, "image_token", "<|image_pad|>")
+    user: Message = {"role": "user", "content": [text_part("probe")]}
+    content = [text_part("[1.0s]"), {"type": "image", "image": image}]
+
+    def render(role: str) -> str:
+        convo = [user, {"role": role, "content": content}]
+        return str(processor.apply_chat_template(convo, chat_template=chat_template, tokenize=False))
+
+    as_tool = render("tool")
+    return as_tool.count(image_token) == 1 and as_tool != render("medscope_probe_role").replace(
+        "medscope_probe_role", "tool")
+
+
+@dataclass
+class AgentSFTCollator:
+    """Rows of ``medscope.train.data`` → a padded batch with labels on the assistant turns only.
+
+    ``chat_template`` defaults to the training variant of the processor's template (TRL's copy with
+    ``{% generation %}`` markers, byte-identical otherwise). Assistant turns stay plain text
+    (``<think>…</think>\\n<tool_call>{…}</tool_call>``), which is what the model generates at inference.
+    Templates that cannot show images in ``tool`` messages get them as user turns, as ``HFBackend`` sends them.
+    """
+
+    processor: Any
+    tools: Sequence[dict[str, Any]] = TOOL_SPECS
+    chat_template: str | None = None
+    tool_messages_as_user: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        if self.chat_template is None:
+            from trl.chat_template_utils import get_training_chat_template
+
+            self.chat_template = get_training_chat_template(self.processor) or self.processor.chat_template
+        self.tool_messages_as_user = not renders_tool_images(self.processor, str(self.chat_template))
+
+    def conversations(self, examples: Sequence[dict[str, Any]]) -> list[list[Message]]:
+        convs = [fill_images(example["messages"], example["images"]) for example in examples]
+        return [tool_messages_as_user(c) for c in convs] if self.tool_messages_as_user else convs
+
+    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.processor.apply_chat_template(
+            self.conversations(examples),
+            tools=list(self.tools) or None,
+            chat_template=self.chat_template,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            return_assistant_tokens_mask=True,
+            processor_kwargs={"padding": True, "padding_side": "right", "add_special_tokens": False},
+        )
+        assistant = batch.pop("assistant_masks")
+        labels = batch["input_ids"].clone()
+        labels[(batch["attention_mask"] == 0) | (assistant == 0)] = -100
+        batch["labels"] = labels
+        return dict(batch)
+
+
+def load_rows(config: SFTStageConfig) -> list[dict[str, Any]]:
+    """The stage's conversations: samples (stage 1) or trajectories (stage 2), replayed on their videos."""
+    kind: Literal["sample", "trajectory"] = "sample" if config.stage == 1 else "trajectory"
+    records: list[Sample | Trajectory] = []
+    for record in read_jsonl(config.data, kind):
+        if config.limit and len(records) >= config.limit:
+            break
+        records.append(record)
+    if not records:
+        raise ValueError(f"{config.data} holds no {kind} records")
+    return sft_rows(records, config.agent, stage=config.stage)
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    """The newest ``checkpoint-N`` that was saved completely (the trainer writes ``trainer_state.json`` last)."""
+    if not out.is_dir():
+        return None
+    done = [p for p in out.glob(CHECKPOINT_PREFIX + "*")
+            if p.name[len(CHECKPOINT_PREFIX):].isdigit() and (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
+
+
+def save_model(model: Any, processor: Any, out: Path, *, source: Path) -> Path:
+    """Write model and processor into ``out`` through a temporary folder, ``config.json`` last, so that a
+    folder with a config holds a complete model; copies the source's video processor config if it had one."""
+    tmp = out / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    video_config = source / "video_preprocessor_config.json"
+    if video_config.is_file() and not (tmp / video_config.name).exists():
+        shutil.copy2(video_config, tmp / video_config.name)
+    (out / "config.json").unlink(missing_ok=True)
+    for path in sorted(tmp.iterdir(), key=lambda p: p.name == "config.json"):
+        os.replace(path, out / path.name)
+    tmp.rmdir()
+    return out
+
+
+def main(config: SFTStageConfig) -> Path:
+    """Train one stage; returns ``out``, which then holds the trained model and its processor."""
+    import datasets
+    import torch
+    from transformers import AutoModelForImageTextToText
+    from trl import SFTConfig, SFTTrainer
+
+    if not config.data or not config.model or not config.out:
+        raise ValueError("sft needs --data FILE, --model DIR and --out DIR")
+    source, out = Path(config.model), Path(config.out)
+    # PIL frames survive Arrow: from_list infers a List(Image()) column (PNG bytes, lossless) and gives back PIL.
+    dataset = datasets.Dataset.from_list(load_rows(config))
+    model = AutoModelForImageTextToText.from_pretrained(source, local_files_only=True, dtype="auto")
+    processor = load_processor(source)
+    on_gpu = torch.cuda.is_available()
+    args = SFTConfig(
+        output_dir=str(out),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.03,  # a fraction of the updates
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        activation_checkpointing=config.gradient_checkpointing,  # transformers 5 renamed gradient_checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        use_cpu=not on_gpu,
+        max_length=None,  # truncating would cut image tokens, which the processor rejects
+        assistant_only_loss=False,  # the collator masks
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        logging_steps=1,
+        seed=config.seed,
+        report_to="none",
+    )
+    peft_config = None
+    if config.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.05,
+                                 target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, data_collator=AgentSFTCollator(processor), train_dataset=dataset,
+                         processing_class=processor, peft_config=peft_config)
+    resume = last_checkpoint(out)
+    if resume is not None:
+        log.info("resuming stage %d from %s", config.stage, resume)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    trained = trainer.model.merge_and_unload() if config.lora else trainer.model
+    trained.config.use_cache = True  # training switched it off; generation wants it
+    return save_model(trained, processor, out, source=source)

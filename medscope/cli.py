@@ -60,6 +60,29 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_sft(args: argparse.Namespace) -> int:
+    from medscope.train.configs import SFTStageConfig
+    from medscope.train.sft import main
+
+    print(main(config_from_args(SFTStageConfig, args)))
+    return 0
+
+
+def _train_grpo(args: argparse.Namespace) -> int:
+    from medscope.train.configs import GRPOStageConfig
+    from medscope.train.grpo import main
+
+    print(main(config_from_args(GRPOStageConfig, args)))
+    return 0
+
+
+def _train_all(args: argparse.Namespace) -> int:
+    from medscope.train.pipeline import PipelineConfig, main
+
+    main(config_from_args(PipelineConfig, args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Config classes are imported here, not at module import, so `medscope --help` stays instant.
     from medscope.agent.ask import AskConfig
@@ -67,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     from medscope.demo import DemoConfig
     from medscope.eval.runner import EvalConfig
     from medscope.suite.build import BuildConfig
+    from medscope.train.configs import GRPOStageConfig, SFTStageConfig
+    from medscope.train.pipeline import PipelineConfig
     from medscope.video.synthclin import SynthClinConfig
 
     parser = argparse.ArgumentParser(prog="medscope", description="Think with clinical videos.")
@@ -94,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="run a backend (and the uniform baseline) over samples; tables")
     add_config_arguments(evaluate, EvalConfig)
     evaluate.set_defaults(run=_eval)
+
+    train = sub.add_parser("train", help="SFT stages 1-2, GA-GRPO stage 3, or the whole recipe")
+    train_sub = train.add_subparsers(dest="train_command", required=True)
+    for name, config_cls, run, text in (
+        ("sft", SFTStageConfig, _train_sft, "stage 1 (warm-up) or 2 (VCoT cold start) supervised fine-tuning"),
+        ("grpo", GRPOStageConfig, _train_grpo, "stage 3: GA-GRPO with the video tools in the loop"),
+        ("all", PipelineConfig, _train_all, "data → suite → SFT 1-2 → GA-GRPO (+ ablations) → eval"),
+    ):
+        stage = train_sub.add_parser(name, help=text)
+        add_config_arguments(stage, config_cls)
+        stage.set_defaults(run=run)
 
     demo = sub.add_parser("demo", help="generate a video and show the tools on it")
     add_config_arguments(demo, DemoConfig)

@@ -26,11 +26,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "vocab_size": 3000, "max_pixels": 128 * 96},
         "sft1": {"epochs": 2.0, "lr": 1e-3, "batch_size": 4, "grad_accum": 1, "gradient_checkpointing": False},
         "sft2": {"epochs": 3.0, "lr": 5e-4, "batch_size": 2, "grad_accum": 1, "gradient_checkpointing": False},
-        "grpo": {"max_steps": 40, "lr": 1e-5, "group_size": 4, "batch_size": 4, "max_completion_length": 1024},
+        "grpo": {"max_steps": 40, "lr": 1e-5, "group_size": 4, "batch_size": 4, "max_completion_length": 1024,
+                 "gradient_checkpointing": False},
         "eval": {"limit": 60, "max_new_tokens": 160},
     },
 }
-ABLATIONS = {"grpo_no_evidence": {"no_evidence_reward": True}, "grpo_no_crop_bonus": {"no_crop_bonus": True}}
+ABLATIONS = {"grpo_no_evidence": {"evidence_reward": False}, "grpo_no_crop_bonus": {"crop_bonus": False}}
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ def _evaluate(model: Path, samples: Path, folder: Path, spec: dict[str, Any], ba
 
 def main(config: PipelineConfig) -> dict[str, Any]:
     from medscope.train import grpo, sft
+    from medscope.train.configs import GRPOStageConfig, SFTStageConfig
 
     if config.preset not in PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; choose one of {', '.join(PRESETS)}")
@@ -121,13 +123,13 @@ def main(config: PipelineConfig) -> dict[str, Any]:
 
     def sft_stage(stage: int, data: Path, model: Path) -> Callable[[Path], Any]:
         overrides = preset[f"sft{stage}"]
-        return lambda f: sft.main(sft.SFTStageConfig(stage=stage, data=str(data), model=str(model), out=str(f),
+        return lambda f: sft.main(SFTStageConfig(stage=stage, data=str(data), model=str(model), out=str(f),
                                                      seed=config.seed, **overrides))
 
     sft1 = _stage(out, "sft1", sft_stage(1, suite_train / "samples.jsonl", init))
     sft2 = _stage(out, "sft2", sft_stage(2, suite_train / "trajectories.jsonl", sft1))
     def grpo_stage(settings: dict[str, Any]) -> Callable[[Path], Any]:
-        return lambda f: grpo.main(grpo.GRPOStageConfig(data=str(suite_train / "samples.jsonl"), model=str(sft2),
+        return lambda f: grpo.main(GRPOStageConfig(data=str(suite_train / "samples.jsonl"), model=str(sft2),
                                                         out=str(f), seed=config.seed, **settings))
 
     def eval_stage(model: Path, baseline: bool) -> Callable[[Path], Any]:

@@ -16,7 +16,8 @@ function ``(turns, sample, config) -> float``:
 
 ``ga_advantages`` turns one group's rewards into advantages: A_i = R_i − mean(R) (÷ std with
 ``std_normalise``), then the evidence-weighted modulation for rollouts that called a tool and have R_evi ≥ 0:
-A_i > 0 → ×1.2 if R_evi > 0 else ×0.8; A_i < 0 → ×0.8 if R_evi > 0 else ×1.2.
+A_i > 0 → ×1.2 if R_evi > 0 else ×0.8; A_i < 0 → ×0.8 if R_evi > 0 else ×1.2. ``modulate`` is that rule for one
+rollout; the GA-GRPO trainer applies the same function.
 """
 
 from __future__ import annotations
@@ -177,9 +178,17 @@ def ga_advantages(
         advantages = [a / (std + 1e-4) for a in advantages]
     if not modulation:
         return advantages
-    out = []
-    for a, r_evi, tool in zip(advantages, evidence, used_tool, strict=True):
-        if tool and r_evi >= 0 and a != 0:
-            a *= (up if r_evi > 0 else down) if a > 0 else (down if r_evi > 0 else up)
-        out.append(a)
-    return out
+    return [modulate(a, r_evi, tool, up=up, down=down)
+            for a, r_evi, tool in zip(advantages, evidence, used_tool, strict=True)]
+
+
+def modulate(advantage: float, evidence_reward: float, used_tool: bool, *, up: float = 1.2,
+             down: float = 0.8) -> float:
+    """GA-GRPO's evidence-weighted modulation of one rollout's advantage (the trainer applies this same rule):
+    for a rollout that called a tool and has R_evi >= 0, amplify (``up``) a positive advantage earned with evidence
+    and a negative one earned without; damp (``down``) the other two cases."""
+    if not used_tool or evidence_reward < 0 or advantage == 0:
+        return advantage
+    if advantage > 0:
+        return advantage * (up if evidence_reward > 0 else down)
+    return advantage * (down if evidence_reward > 0 else up)

@@ -28,8 +28,8 @@ from PIL import Image
 
 from medscope.agent.backends.base import Message, text_part, tool_messages_as_user
 from medscope.agent.backends.processors import load_processor
-from medscope.agent.loop import AgentConfig
 from medscope.suite.records import Sample, Trajectory, read_jsonl
+from medscope.train.configs import SFTStageConfig
 from medscope.train.data import fill_images, sft_rows
 from medscope.video.tools import TOOL_SPECS
 
@@ -41,40 +41,6 @@ LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_p
 CHECKPOINT_PREFIX = "checkpoint-"
 
 
-@dataclass(frozen=True)
-class SFTStageConfig:
-    """One SFT stage. Hyperparameter defaults are for a 7B model on a GPU (the paper gives none for SFT: these
-    are the usual Qwen2.5-VL SFT values); the tiny preset overrides them."""
-
-    stage: int = field(default=2, metadata={"help": "1: warm-up on samples.jsonl, 2: cold start on trajectories"})
-    data: str = field(default="", metadata={"help": "samples.jsonl (stage 1) or trajectories.jsonl (stage 2)"})
-    model: str = field(default="", metadata={"help": "local model folder to start from (save_pretrained output)"})
-    out: str = field(default="", metadata={"help": "output folder: checkpoints, then the trained model"})
-    epochs: float = field(default=1.0, metadata={"help": "passes over the data"})
-    lr: float = field(default=1e-5, metadata={"help": "peak learning rate (cosine schedule)"})
-    batch_size: int = field(default=1, metadata={"help": "conversations per device step"})
-    grad_accum: int = field(default=8, metadata={"help": "steps accumulated per optimizer update"})
-    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (merged into the saved model)"})
-    lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha"})
-    save_steps: int = field(default=200, metadata={"help": "optimizer updates between checkpoints"})
-    max_steps: int = field(default=-1, metadata={"help": "stop after this many updates (-1: run all epochs)"})
-    seed: int = field(default=0, metadata={"help": "random seed (data order, dropout, LoRA init)"})
-    limit: int = field(default=0, metadata={"help": "use only the first N records (0: all)"})
-    gradient_checkpointing: bool = field(
-        default=True, metadata={"help": "recompute activations in backward: less memory, about a third more time"}
-    )
-    # The frames and the system prompt must be the ones the trajectories were built with and the agent runs with.
-    agent: AgentConfig = field(default_factory=AgentConfig)
-
-    def __post_init__(self) -> None:
-        if self.stage not in (1, 2):
-            raise ValueError(f"stage must be 1 (warm-up) or 2 (cold start), got {self.stage}")
-        for name in ("batch_size", "grad_accum", "save_steps", "lora_r", "lora_alpha"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.limit < 0 or self.epochs <= 0 or self.lr <= 0:
-            raise ValueError(f"need limit >= 0, epochs > 0 and lr > 0, got {self.limit}, {self.epochs}, {self.lr}")
 
 
 def renders_tool_images(processor: Any, chat_template: str) -> bool:

@@ -1,0 +1,301 @@
+"""Stage 3, GA-GRPO (DESIGN.md section 6): TRL's ``GRPOTrainer`` rolls the policy out through the real video
+tools (``VideoToolEnv``), scores each trajectory with the pure rewards of ``medscope.train.rewards``, and rescales
+its advantages with the evidence-weighted modulation.
+
+- ``turns_from_messages`` turns a TRL completion (assistant / tool messages) back into protocol turn texts, so the
+  rewards score exactly what they score at evaluation;
+- ``RewardComponent``: one logged reward column each (accuracy, format, evidence, crop, frame, tool_used); the
+  weights come from ``RewardConfig`` and only accuracy, format and evidence count towards R;
+- ``GAGRPOTrainer``: ``GRPOTrainer`` with the modulation, nothing else;
+- ``build_trainer`` builds everything without training (a GPU/vLLM config can be inspected on a CPU machine via
+  ``training_args``); ``main`` trains, resumes from the last ``checkpoint-*``, and saves model + processor.
+
+Not here: generation, the tool loop, the loss and the logging are TRL's, unpatched; the rewards are rewards.py's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import AutoModelForImageTextToText, ProcessorMixin
+from trl import GRPOConfig, GRPOTrainer
+from trl.chat_template_utils import add_response_schema
+
+from medscope.agent.backends.processors import load_processor
+from medscope.suite.records import Sample, read_jsonl, sample_from_dict
+from medscope.train import rewards
+from medscope.train.configs import GRPOStageConfig
+from medscope.train.data import grpo_rows
+from medscope.train.env import VideoToolEnv
+from medscope.train.rewards import RewardConfig
+from medscope.train.sft import LORA_TARGETS, last_checkpoint, save_model
+from medscope.video.tools import ToolConfig
+
+# The reward columns TRL logs (``rewards/<name>/mean``), in order. Only the first three enter R; the others are
+# logged with weight 0, and the modulation reads ``evidence`` and ``tool_used`` back from the gathered columns.
+COMPONENTS: tuple[str, ...] = ("accuracy", "format", "evidence", "crop", "frame", "tool_used")
+
+
+
+
+# -- completions → protocol turns --------------------------------------------------------------------------------
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content blocks
+        return "".join(part.get("text") or "" for part in content if isinstance(part, Mapping))
+    return ""
+
+
+def _tool_call_text(call: Mapping[str, Any]) -> str:
+    function = call.get("function", call)
+    payload = {"name": function.get("name"), "arguments": function.get("arguments", {})}
+    return f"<tool_call>{json.dumps(payload)}</tool_call>"
+
+
+def turns_from_messages(completion: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The protocol text of each assistant message of a TRL completion: ``<think>…</think>`` from
+    ``reasoning_content``, then the content and ``<tool_call>`` blocks from ``tool_calls``. Tool messages are
+    skipped (the rewards read the calls, not the frames)."""
+    turns = []
+    for message in completion:
+        if message.get("role") != "assistant":
+            continue
+        reasoning = message.get("reasoning_content")
+        head = f"<think>{reasoning.strip()}</think>\n" if isinstance(reasoning, str) else ""
+        body = [_text(message.get("content")).strip()]
+        body += [_tool_call_text(call) for call in message.get("tool_calls") or []]
+        turns.append(head + "\n".join(b for b in body if b))
+    return turns
+
+
+# -- rewards -------------------------------------------------------------------------------------------------------
+
+
+def _evidence(turns: Sequence[str], sample: Sample, config: RewardConfig) -> float:
+    # The raw R_crop + R_frame: --no-evidence-reward zeroes its weight in R, not the logged value.
+    return rewards.crop_reward(turns, sample, config) + rewards.frame_reward(turns, sample, config)
+
+
+_SCORERS = {
+    "accuracy": rewards.accuracy_reward,
+    "format": rewards.format_reward,
+    "evidence": _evidence,
+    "crop": rewards.crop_reward,
+    "frame": rewards.frame_reward,
+}
+
+
+class RewardComponent:
+    """One reward component as a TRL reward function, ``f(completions=, sample=, environments=, **_) -> list``;
+    ``sample`` is the dataset column (a Sample as JSON), ``environments`` the rollouts' ``VideoToolEnv``s."""
+
+    def __init__(self, name: str, config: RewardConfig) -> None:
+        if name not in COMPONENTS:
+            raise ValueError(f"unknown reward component {name!r}: expected one of {COMPONENTS}")
+        self.__name__ = name  # TRL logs rewards/<__name__>/mean
+        self.config = config
+
+    def __call__(
+        self,
+        completions: Sequence[Sequence[Mapping[str, Any]]],
+        sample: Sequence[str],
+        environments: Sequence[VideoToolEnv] | None = None,
+        **kwargs: Any,
+    ) -> list[float]:
+        scores = []
+        for i, (completion, row) in enumerate(zip(completions, sample, strict=True)):
+            turns = turns_from_messages(completion)
+            if self.__name__ == "tool_used":  # what the environment really ran, else what the turns asked for
+                env = environments[i] if environments is not None else None
+                used = env.calls > 0 if env is not None else rewards.total_reward(turns, _sample(row)).used_tool
+                scores.append(float(used))
+            else:
+                scores.append(_SCORERS[self.__name__](turns, _sample(row), self.config))
+        return scores
+
+
+def _sample(row: str) -> Sample:
+    return sample_from_dict(json.loads(row))
+
+
+def reward_functions(config: RewardConfig) -> list[RewardComponent]:
+    return [RewardComponent(name, config) for name in COMPONENTS]
+
+
+def reward_weights(config: RewardConfig) -> list[float]:
+    """Weights of ``COMPONENTS`` in R = w_acc·R_acc + w_fmt·R_fmt + w_evi·R_evi; the rest are logged only."""
+    evidence = config.w_evi if config.evidence_reward else 0.0
+    return [config.w_acc, config.w_fmt, evidence, 0.0, 0.0, 0.0]
+
+
+# -- the trainer ---------------------------------------------------------------------------------------------------
+
+
+def modulate_advantages(
+    advantages: torch.Tensor, evidence: torch.Tensor, used_tool: torch.Tensor, *, up: float = 1.2, down: float = 0.8
+) -> torch.Tensor:
+    """``rewards.modulate`` applied row by row to a (N,) advantage tensor."""
+    values = [rewards.modulate(a, e, t > 0, up=up, down=down)
+              for a, e, t in zip(advantages.tolist(), evidence.tolist(), used_tool.tolist(), strict=True)]
+    return torch.tensor(values, dtype=advantages.dtype, device=advantages.device)
+
+
+class GAGRPOTrainer(GRPOTrainer):
+    """``GRPOTrainer`` with GA-GRPO's evidence-weighted advantage modulation.
+
+    TRL computes advantages inline in ``_generate_and_score_completions`` and has no hook for reshaping them, so
+    this subclass overrides exactly two methods, both calling TRL's own first:
+
+    - ``_calculate_rewards``: keeps the gathered (N_global, n_funcs) reward matrix it returns;
+    - ``_generate_and_score_completions``: rescales this process's rows of ``advantages`` (local row i is global
+      row ``process_index * len(inputs) + i``) with ``rewards.modulate``, reading R_evi from the ``evidence``
+      column and the tool use from the ``tool_used`` column of that matrix.
+
+    The group mean (and std) is TRL's, so modulation follows normalisation as in ``rewards.ga_advantages``. TRL's
+    completions table still shows the unmodulated advantages; ``ga/modulated_frac`` logs how many rows changed.
+    """
+
+    def __init__(self, *args: Any, modulation: bool = True, up: float = 1.2, down: float = 0.8,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.modulation, self.up, self.down = modulation, up, down
+        missing = {"evidence", "tool_used"} - set(self.reward_func_names)
+        if modulation and missing:
+            raise ValueError(f"the modulation needs the reward functions {sorted(missing)}; have "
+                             f"{self.reward_func_names}")
+        self._rewards_per_func: torch.Tensor | None = None
+
+    def _calculate_rewards(
+        self, inputs: list[dict[str, Any]], prompts: list[Any], completions: list[Any], completion_ids_list: list[Any]
+    ) -> torch.Tensor:
+        self._rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        return self._rewards_per_func
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        out = super()._generate_and_score_completions(inputs)
+        if not self.modulation or self._rewards_per_func is None:
+            return out
+        start = self.accelerator.process_index * len(inputs)
+        local = self._rewards_per_func[start:start + len(inputs)]
+        names = self.reward_func_names
+        before = out["advantages"]
+        out["advantages"] = modulate_advantages(before, local[:, names.index("evidence")],
+                                                local[:, names.index("tool_used")], up=self.up, down=self.down)
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["ga/modulated_frac"].append((out["advantages"] != before).float().mean().item())
+        self._rewards_per_func = None
+        return out
+
+
+# -- building and running ------------------------------------------------------------------------------------------
+
+
+def training_processor(folder: str | Path) -> ProcessorMixin:
+    """The processor TRL renders rollouts with: left padding (TRL aligns ``mm_token_type_ids`` to left-padded ids)
+    and TRL's response parser for the chat template (``<tool_call>`` → ``tool_calls``; raises for a template TRL
+    does not know). TRL renders the tool schemas of ``VideoToolEnv`` (equal to ``TOOL_SPECS``) into the prompt, as
+    ``HFBackend`` and SFT do. Save the stock processor, not this one."""
+    processor = load_processor(folder)
+    processor.tokenizer.padding_side = "left"
+    return add_response_schema(processor)
+
+
+def environment(tools: ToolConfig) -> type[VideoToolEnv]:
+    """``VideoToolEnv`` sized by ``tools``; TRL builds one instance per concurrent rollout from this class."""
+    return type("VideoToolEnv", (VideoToolEnv,), {"tool_config": tools, "__module__": __name__})
+
+
+def training_args(config: GRPOStageConfig) -> GRPOConfig:
+    cuda = torch.cuda.is_available()
+    return GRPOConfig(
+        output_dir=config.out,
+        learning_rate=config.lr,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        num_generations=config.group_size,
+        max_completion_length=config.max_completion_length,
+        max_tool_calling_iterations=config.max_tool_calls,
+        temperature=config.temperature,
+        beta=config.kl,
+        scale_rewards="group" if config.std_normalise else "none",
+        reward_weights=reward_weights(config.reward),
+        use_vllm=config.use_vllm,
+        vllm_mode=config.vllm_mode,
+        activation_checkpointing=config.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        bf16=cuda and torch.cuda.is_bf16_supported(),  # autocast; the weights stay fp32 (lr 1e-6 underflows bf16)
+        use_cpu=not cuda,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        logging_steps=config.logging_steps,
+        report_to="none",
+        seed=config.seed,
+    )
+
+
+def _samples(config: GRPOStageConfig) -> list[Sample]:
+    samples = list(read_jsonl(config.data))
+    samples = samples[: config.limit] if config.limit else samples
+    if not samples:
+        raise ValueError(f"no samples in {config.data}")
+    return samples
+
+
+def build_trainer(config: GRPOStageConfig) -> GAGRPOTrainer:
+    """Model, processor, prompts, rewards and environment wired into a ``GAGRPOTrainer``; trains nothing."""
+    if not config.data or not config.model or not config.out:
+        raise ValueError("GA-GRPO needs --data SAMPLES.jsonl, --model DIR and --out DIR")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # environment_factory is "experimental" in TRL 1.x
+    peft_config = None
+    if config.lora:
+        from peft import LoraConfig
+
+        # The language model's projections only, as in SFT: the vision tower stays as it is.
+        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=LORA_TARGETS,
+                                 task_type="CAUSAL_LM")
+    # Loaded from its folder, so that with kl > 0 TRL re-creates the reference model from _name_or_path.
+    model = AutoModelForImageTextToText.from_pretrained(config.model, local_files_only=True, dtype=torch.float32)
+    return GAGRPOTrainer(
+        model=model,
+        reward_funcs=reward_functions(config.reward),
+        args=training_args(config),
+        train_dataset=Dataset.from_list(grpo_rows(_samples(config), config.agent)),
+        processing_class=training_processor(config.model),
+        environment_factory=environment(config.agent.tools),
+        peft_config=peft_config,
+        modulation=config.modulation,
+    )
+
+
+def save(trainer: GAGRPOTrainer, config: GRPOStageConfig) -> Path:
+    """The trained weights (LoRA merged) and the stock processor of the starting model, as one folder that
+    ``HFBackend.from_pretrained`` loads, with the run's config (``grpo_config.json``) and logs
+    (``trainer_state.json``). Written the way the SFT stages write theirs (``sft.save_model``)."""
+    out = Path(config.out)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if config.lora:
+        model = model.merge_and_unload()
+    if trainer.accelerator.is_main_process:
+        save_model(model, load_processor(config.model), out, source=Path(config.model))
+        (out / "grpo_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        trainer.state.save_to_json(str(out / "trainer_state.json"))  # the logged rewards, step by step
+    return out
+
+
+def main(config: GRPOStageConfig) -> Path:
+    """Train (resuming from the last ``checkpoint-*`` in ``out``) and save the model to ``out``."""
+    trainer = build_trainer(config)
+    trainer.train(resume_from_checkpoint=last_checkpoint(Path(config.out)))
+    return save(trainer, config)

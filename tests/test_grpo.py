@@ -1,0 +1,279 @@
+"""GA-GRPO on TRL: completions back to protocol turns, the advantage seam against ``rewards.ga_advantages``, the
+ablation flags, and a real run of a few steps whose rollouts call the video tools of a SynthClin video."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from transformers import AutoModelForImageTextToText  # noqa: E402
+
+from medscope.agent.backends.processors import load_processor  # noqa: E402
+from medscope.agent.loop import AgentConfig  # noqa: E402
+from medscope.agent.protocol import FinalAnswer, ToolCall, parse_turn, render_answer, render_tool_call  # noqa: E402
+from medscope.suite.build import BuildConfig, build  # noqa: E402
+from medscope.suite.records import Trajectory, read_jsonl  # noqa: E402
+from medscope.train import grpo, sft, tiny  # noqa: E402
+from medscope.train.data import sft_rows, system_message  # noqa: E402
+from medscope.train.rewards import ga_advantages  # noqa: E402
+from medscope.video.source import VideoSource  # noqa: E402
+from medscope.video.synthclin import SynthClinVideo  # noqa: E402
+from medscope.video.tools import TOOL_SPECS, ToolConfig  # noqa: E402
+
+PIXELS = 128 * 96
+TOOLS = ToolConfig(overview_frames=4, crop_frames=2, get_frame_count=1, overview_max_pixels=PIXELS,
+                   crop_max_pixels=PIXELS, get_frame_max_pixels=PIXELS)
+AGENT = AgentConfig(tools=TOOLS)
+
+
+@pytest.fixture(scope="module")
+def suite(synth_video: SynthClinVideo, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("suite")
+    build(BuildConfig(source="synthclin", annotations=str(synth_video.annotation_path), out=str(out), workers=1))
+    return out
+
+
+def _trajectories(suite: Path) -> list[Trajectory]:
+    return list(read_jsonl(suite / "trajectories.jsonl", "trajectory"))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(suite: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    trajectories = _trajectories(suite)
+    texts = [t["text"] for tr in trajectories for t in tr.turns] * 5
+    texts += [system_message(AGENT)["content"][0]["text"], json.dumps(TOOL_SPECS)] * 3
+    texts += [tr.sample.question for tr in trajectories]
+    tokenizer = tiny.build_tokenizer(texts, vocab_size=1000, chat_template=tiny.load_chat_template("qwen3_vl"))
+    model = tiny.build_tiny_model("qwen3_vl", tokenizer)
+    processor = tiny.build_processor("qwen3_vl", tokenizer, max_pixels=PIXELS)
+    return tiny.save_tiny(model, processor, tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Any:
+    """Tiny matrices gain nothing from threads, and lose much when another process shares the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# -- 1. completions back to protocol turns -------------------------------------------------------------------------
+
+CROP = {"start_time": 9.5, "end_time": 14.0}
+
+
+def _parsed(turns: list[str]) -> list[Any]:
+    return [parse_turn(t, duration=120.0) for t in turns]
+
+
+def test_turns_from_hand_made_trl_messages() -> None:
+    completion: list[dict[str, Any]] = [
+        {"role": "assistant", "reasoning_content": "smoke near 10 s", "content": "",
+         "tool_calls": [{"type": "function", "function": {"name": "crop_video", "arguments": CROP}}]},
+        {"role": "tool", "name": "crop_video", "content": [{"type": "text", "text": "[10.00s]"}]},
+        {"role": "assistant", "reasoning_content": "closer", "content": "",
+         "tool_calls": [{"type": "function", "function": {"name": "get_frame", "arguments": {"timestamp": 11.5}}}]},
+        {"role": "tool", "name": "get_frame", "content": [{"type": "text", "text": "[11.50s]"}]},
+        {"role": "assistant", "reasoning_content": "seen", "content": "<answer>[9.75, 13.50]</answer>"},
+    ]
+    turns = grpo.turns_from_messages(completion)
+    assert _parsed(turns) == [ToolCall("crop_video", CROP, "smoke near 10 s"),
+                              ToolCall("get_frame", {"timestamp": 11.5}, "closer"),
+                              FinalAnswer("[9.75, 13.50]", None, "seen")]
+    # What TRL keeps when its parser gives up: the raw text in content.
+    raw = [{"role": "assistant", "content": "<think>hm</think>\n<answer>B</answer>"}]
+    assert _parsed(grpo.turns_from_messages(raw)) == [FinalAnswer("B", None, "hm")]
+
+
+def test_turns_from_trl_parsed_generations(tiny_model: Path) -> None:
+    """Protocol turns as a model generates them, parsed by TRL's own response parser, come back unchanged."""
+    from trl.chat_template_utils import parse_response
+
+    processor = grpo.training_processor(tiny_model)
+    tokenizer = processor.tokenizer
+    # TRL parses each generation with the rendered prompt as prefix: the parser anchors on the assistant header.
+    prefix = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "q"}]}],
+                                           add_generation_prompt=True, tokenize=True)[0]
+    texts = [render_tool_call("crop_video", CROP, "look there"),
+             render_tool_call("get_frame", {"timestamp": 11.5}, "x"), render_answer("[9.75, 13.50]", "done")]
+    messages = [parse_response(tokenizer, tokenizer.encode(t + "<|im_end|>"), prefix=prefix) for t in texts]
+    assert messages[0]["tool_calls"] and messages[0]["reasoning_content"] == "look there"
+    assert _parsed(grpo.turns_from_messages(messages)) == _parsed(texts)
+
+
+# -- 2. the advantage seam -----------------------------------------------------------------------------------------
+
+# One group of four: rewards per COMPONENTS column (accuracy, format, evidence, crop, frame, tool_used).
+GROUP = torch.tensor([
+    [1.0, 1.0, 2.0, 1.0, 1.0, 1.0],  # right, with evidence
+    [1.0, 1.0, 0.0, 0.0, 0.0, 1.0],  # right, called a tool, found nothing
+    [0.0, 1.0, -1.0, -1.0, 0.0, 1.0],  # wrong, bad crop: R_evi < 0 is never modulated
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # wrong, no tool
+])
+
+
+@pytest.mark.parametrize("std_normalise", [False, True])
+def test_modulation_through_the_trainer_seam_equals_ga_advantages(
+    tiny_model: Path, suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, std_normalise: bool
+) -> None:
+    """TRL's own methods are replaced by stand-ins doing its arithmetic on a hand-made reward matrix; what the
+    subclass's overrides add on top must be exactly ``rewards.ga_advantages``."""
+    trainer = grpo.build_trainer(_config(suite, tiny_model, tmp_path, std_normalise=std_normalise))
+    weights = trainer.reward_weights  # [1, 1, 1, 0, 0, 0]
+
+    def calculate_rewards(self: Any, inputs: Any, prompts: Any, completions: Any, ids: Any) -> Any:
+        return GROUP
+
+    def generate_and_score(self: Any, inputs: Any) -> dict[str, Any]:  # TRL's arithmetic, from the same matrix
+        r = (self._calculate_rewards(inputs, None, None, None) * weights).sum(dim=1)
+        a = r - r.mean()
+        return {"advantages": a / (r.std() + 1e-4) if std_normalise else a}
+
+    monkeypatch.setattr(grpo.GRPOTrainer, "_calculate_rewards", calculate_rewards)
+    monkeypatch.setattr(grpo.GRPOTrainer, "_generate_and_score_completions", generate_and_score)
+    out = trainer._generate_and_score_completions([{}] * 4)
+    rewards = (GROUP * weights).sum(dim=1).tolist()
+    expected = ga_advantages(rewards, GROUP[:, 2].tolist(), (GROUP[:, 5] > 0).tolist(), std_normalise=std_normalise)
+    assert out["advantages"].tolist() == pytest.approx(expected, rel=1e-5)
+    assert out["advantages"].tolist() != pytest.approx(ga_advantages(
+        rewards, GROUP[:, 2].tolist(), (GROUP[:, 5] > 0).tolist(), std_normalise=std_normalise, modulation=False))
+    trainer.modulation = False
+    unmodulated = trainer._generate_and_score_completions([{}] * 4)["advantages"].tolist()
+    assert unmodulated == pytest.approx(ga_advantages(rewards, [0.0] * 4, [False] * 4, std_normalise=std_normalise))
+
+
+# -- 3. a real GA-GRPO run -----------------------------------------------------------------------------------------
+
+
+def _config(suite: Path, model: Path, out: Path, **overrides: Any) -> grpo.GRPOStageConfig:
+    settings: dict[str, Any] = {
+        "data": str(suite / "samples.jsonl"), "model": str(model), "out": str(out), "group_size": 4,
+        "batch_size": 4, "max_steps": 2, "max_completion_length": 512, "max_tool_calls": 3, "lr": 1e-3,
+        "gradient_checkpointing": False, "save_steps": 1, "agent": AGENT,
+    }
+    return grpo.GRPOStageConfig(**(settings | overrides))
+
+
+@pytest.fixture(scope="module")
+def warm(suite: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random model rarely writes a valid tool call: memorise the two oracle trajectories first, rendered by the
+    SFT collator (as training and inference render them), with the loss on every token so that 100 plain Adam
+    steps suffice (measured: at 60 the rollouts of some seeds call no tool)."""
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model, local_files_only=True)
+    collate = sft.AgentSFTCollator(load_processor(tiny_model))
+    batches = []
+    for row in sft_rows(_trajectories(suite), AGENT, stage=2):
+        batch = collate([row])
+        batch["labels"] = batch["input_ids"].masked_fill(batch["input_ids"] == model.config.image_token_id, -100)
+        batches.append(batch)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(100):
+        for batch in batches:
+            model(**batch).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    out = tmp_path_factory.mktemp("warm")
+    model.save_pretrained(out)
+    load_processor(tiny_model).save_pretrained(out)
+    return out
+
+
+def test_ga_grpo_run_calls_the_video_tools_and_saves(suite: Path, warm: Path, tmp_path: Path) -> None:
+    config = _config(suite, warm, tmp_path / "grpo")
+    out = grpo.main(config)
+
+    logs = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    steps = [entry for entry in logs if "loss" in entry]
+    assert len(steps) == 2
+    for name in grpo.COMPONENTS:
+        assert all(f"rewards/{name}/mean" in entry for entry in steps), name
+    assert any(entry["tools/call_frequency"] > 0 and entry["rewards/tool_used/mean"] > 0 for entry in steps)
+    assert all("ga/modulated_frac" in entry for entry in steps)
+
+    before = AutoModelForImageTextToText.from_pretrained(warm, local_files_only=True).state_dict()
+    after = AutoModelForImageTextToText.from_pretrained(out, local_files_only=True).state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    processor = load_processor(out)
+    assert processor.chat_template == load_processor(warm).chat_template
+    assert (out / "checkpoint-2").is_dir()
+
+    # Started again on the same folder, it resumes from checkpoint-2 and has nothing left to do.
+    grpo.main(config)
+    again = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert [entry for entry in again if "loss" in entry] == steps
+
+
+def test_lora_run_saves_a_merged_model(suite: Path, warm: Path, tmp_path: Path) -> None:
+    out = grpo.main(_config(suite, warm, tmp_path / "lora", lora=True, lora_r=4, lora_alpha=8, max_steps=1))
+    merged = AutoModelForImageTextToText.from_pretrained(out, local_files_only=True).state_dict()
+    assert set(merged) == set(AutoModelForImageTextToText.from_pretrained(warm, local_files_only=True).state_dict())
+
+
+# -- 4. flags → TRL settings ---------------------------------------------------------------------------------------
+
+
+def test_build_trainer_maps_the_ablation_flags(suite: Path, tiny_model: Path, tmp_path: Path) -> None:
+    default = grpo.build_trainer(_config(suite, tiny_model, tmp_path / "a"))
+    assert default.args.scale_rewards == "none" and default.args.beta == 0.0 and default.modulation
+    assert default.reward_func_names == list(grpo.COMPONENTS)
+    assert default.reward_weights.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert default.args.max_tool_calling_iterations == 3 and default.num_generations == 4
+
+    ablated = grpo.build_trainer(_config(suite, tiny_model, tmp_path / "b", evidence_reward=False,
+                                         crop_bonus=False, modulation=False, std_normalise=True, kl=0.04))
+    assert ablated.args.scale_rewards == "group" and ablated.args.beta == 0.04 and not ablated.modulation
+    assert ablated.reward_weights.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert not ablated.reward_funcs[0].config.crop_bonus and ablated.ref_model is not None
+
+    vllm = grpo.training_args(_config(suite, tiny_model, tmp_path / "c", use_vllm=True, vllm_mode="server"))
+    assert vllm.use_vllm and vllm.vllm_mode == "server"
+    with pytest.raises(ValueError, match="multiple of group_size"):
+        grpo.GRPOStageConfig(group_size=8, batch_size=4)
+
+
+def test_cli_flags(tmp_path: Path) -> None:
+    import argparse
+
+    from medscope.config import add_config_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, grpo.GRPOStageConfig)
+    args = parser.parse_args(["--data", "s.jsonl", "--model", "m", "--out", "o", "--no-evidence-reward",
+                              "--no-modulation", "--std-normalise", "--kl", "0.04", "--crop-frames", "4"])
+    config = config_from_args(grpo.GRPOStageConfig, args)
+    assert not config.evidence_reward and not config.modulation and config.std_normalise and config.kl == 0.04
+    assert config.agent.tools.crop_frames == 4 and not config.reward.evidence_reward
+
+
+def test_rollout_prompt_is_the_agents_prompt(suite: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """The prompt TRL renders for a rollout (the row's prompt, the content ``reset()`` returns appended to its
+    empty user turn as TRL appends it, the environment's tool schemas) is the prompt ``HFBackend`` renders for the
+    agent loop's first turn."""
+    from trl.data_utils import prepare_multimodal_messages
+
+    from medscope.agent import protocol
+    from medscope.agent.backends.hf import HFBackend
+    from medscope.video.tools import VideoTools
+
+    trainer = grpo.build_trainer(_config(suite, tiny_model, tmp_path))
+    row = trainer.train_dataset[0]
+    env = trainer.environment_factories[None]()
+    observation = env.reset(**row)
+    prompt = [*row["prompt"][:-1], {**row["prompt"][-1], "content": [{"type": "text", "text": ""}, *observation]}]
+    rendered = trainer.processing_class.apply_chat_template(
+        [prepare_multimodal_messages(prompt)], tools=trainer.tools, add_generation_prompt=True, tokenize=False)[0]
+
+    with VideoSource(env.sample.video) as source:
+        overview = VideoTools(source, TOOLS).overview()
+        first = protocol.first_user_message(env.sample.question, overview, duration=source.duration_seconds,
+                                            options=env.sample.options)
+    assert rendered == HFBackend.from_pretrained(tiny_model)._render([system_message(AGENT), first])
+    assert rendered.count("<|image_pad|>") == TOOLS.overview_frames and "# Tools" in rendered

@@ -24,10 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from PIL import Image
-
-from medscope.agent.backends.base import Message, text_part, tool_messages_as_user
-from medscope.agent.backends.processors import load_processor
+from medscope.agent.backends.base import Message, tool_messages_as_user
+from medscope.agent.backends.processors import load_processor, template_shows_tool_images
 from medscope.suite.records import Sample, Trajectory, read_jsonl
 from medscope.train.configs import SFTStageConfig
 from medscope.train.data import fill_images, sft_rows
@@ -44,23 +42,11 @@ CHECKPOINT_PREFIX = "checkpoint-"
 
 
 def renders_tool_images(processor: Any, chat_template: str) -> bool:
-    """Whether ``chat_template`` shows images inside ``tool`` messages as tool results (Qwen3-VL's does).
-
-    The same test as ``HFBackend.tool_images_native``: the image placeholder must appear, and the template must
-    treat the ``tool`` role specially (Qwen2.5-VL's writes ``<|im_start|>tool``, a role its model never saw).
-    """
-    image = Image.new("RGB", (32, 32))
+    """Whether ``chat_template`` shows images inside ``tool`` messages (the backend's probe, on this template)."""
     image_token = getattr(processor, "image_token", "<|image_pad|>")
-    user: Message = {"role": "user", "content": [text_part("probe")]}
-    content = [text_part("[1.0s]"), {"type": "image", "image": image}]
-
-    def render(role: str) -> str:
-        convo = [user, {"role": role, "content": content}]
-        return str(processor.apply_chat_template(convo, chat_template=chat_template, tokenize=False))
-
-    as_tool = render("tool")
-    return as_tool.count(image_token) == 1 and as_tool != render("medscope_probe_role").replace(
-        "medscope_probe_role", "tool")
+    return template_shows_tool_images(
+        lambda convo: str(processor.apply_chat_template(convo, chat_template=chat_template, tokenize=False)),
+        image_token)
 
 
 @dataclass

@@ -12,19 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from medscope.agent.backends.base import (
     BackendError,
     Message,
     message_images,
-    text_part,
     tool_messages_as_user,
     truncate_at_stop,
 )
 from medscope.video.tools import TOOL_SPECS
-
-_PROBE_ROLE = "medscope_probe_role"
 
 
 class HFBackend:
@@ -101,19 +96,9 @@ class HFBackend:
         writes ``<|im_start|>tool``, a role its model never saw) does not count, and gets the user-turn rewrite.
         """
         if self._tool_images_native is None:
-            probe_image = Image.new("RGB", (32, 32))
-            tool = {"role": "tool", "content": [text_part("[1.0s]"), {"type": "image", "image": probe_image}]}
-            convo: list[Message] = [{"role": "user", "content": [text_part("probe")]}, tool]
-            try:
-                as_tool = self._render(convo)
-            except Exception:  # the template refuses tool messages: rewrite them
-                self._tool_images_native = False
-                return False
-            try:
-                as_other = self._render([convo[0], {**tool, "role": _PROBE_ROLE}]).replace(_PROBE_ROLE, "tool")
-            except Exception:  # unknown roles are refused, so "tool" is one the template knows
-                as_other = None
-            self._tool_images_native = as_tool.count(self.image_token) == 1 and as_tool != as_other
+            from medscope.agent.backends.processors import template_shows_tool_images
+
+            self._tool_images_native = template_shows_tool_images(self._render, self.image_token)
         return self._tool_images_native
 
     # -- generation ---------------------------------------------------------------------------------------------

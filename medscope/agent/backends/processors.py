@@ -10,6 +10,7 @@ processor, named like its base so saved folders stay stock and load anywhere, wi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -49,3 +50,27 @@ def load_processor(folder: str | Path) -> Any:
     if processor_cls is None or not issubclass(processor_cls, ProcessorMixin):
         return transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
     return image_only(processor_cls).from_pretrained(folder, local_files_only=True)
+
+
+_PROBE_ROLE = "medscope_probe_role"
+
+
+def template_shows_tool_images(render: Callable[[list[dict[str, Any]]], str], image_token: str) -> bool:
+    """Whether a chat template (``render``: messages → prompt text) shows images inside ``tool`` messages as tool
+    results. Native means the image placeholder appears in the tool message AND the template treats the ``tool``
+    role specially; a template that renders every role alike (Qwen2.5-VL's writes ``<|im_start|>tool``, a role
+    its model never saw) does not count, and its tool turns are better sent as ``<tool_response>`` user turns."""
+    from PIL import Image
+
+    tool: dict[str, Any] = {"role": "tool", "content": [{"type": "text", "text": "[1.00s]"},
+                                                        {"type": "image", "image": Image.new("RGB", (32, 32))}]}
+    convo: list[dict[str, Any]] = [{"role": "user", "content": [{"type": "text", "text": "probe"}]}, tool]
+    try:
+        as_tool = render(convo)
+    except Exception:  # the template refuses tool messages
+        return False
+    try:
+        as_other: str | None = render([convo[0], {**tool, "role": _PROBE_ROLE}]).replace(_PROBE_ROLE, "tool")
+    except Exception:  # unknown roles are refused, so "tool" is one the template knows
+        as_other = None
+    return as_tool.count(image_token) == 1 and as_tool != as_other

@@ -25,7 +25,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"arch": "qwen3_vl", "hidden_size": 128, "layers": 4, "vision_hidden": 64, "vision_layers": 2,
                   "vocab_size": 3000, "max_pixels": 128 * 96},
         "sft1": {"epochs": 2.0, "lr": 1e-3, "batch_size": 4, "grad_accum": 1, "gradient_checkpointing": False},
-        "sft2": {"epochs": 3.0, "lr": 5e-4, "batch_size": 2, "grad_accum": 1, "gradient_checkpointing": False},
+        # 3 epochs at 5e-4 left the 1.2 M-parameter model emitting broken JSON (loss 1.65) and GA-GRPO without a
+        # single rewarded rollout; 12 epochs at 2e-3 (loss 0.34) gives protocol-valid tool calls and answers.
+        "sft2": {"epochs": 12.0, "lr": 2e-3, "batch_size": 2, "grad_accum": 1, "gradient_checkpointing": False},
         "grpo": {"max_steps": 40, "lr": 1e-5, "group_size": 4, "batch_size": 4, "max_completion_length": 1024,
                  "gradient_checkpointing": False},
         "eval": {"limit": 60, "max_new_tokens": 160},

@@ -277,3 +277,23 @@ def test_rollout_prompt_is_the_agents_prompt(suite: Path, tiny_model: Path, tmp_
                                             options=env.sample.options)
     assert rendered == HFBackend.from_pretrained(tiny_model)._render([system_message(AGENT), first])
     assert rendered.count("<|image_pad|>") == TOOLS.overview_frames and "# Tools" in rendered
+
+
+def test_prompt_image_fields_are_tensors_for_the_tool_loop(suite: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """Regression (TRL 1.16): a tool round in which every call fails returns no image, and TRL's tool loop then
+    splits the *prompt's* image fields with tensor methods; its per-environment tokenisation leaves them as lists
+    of numpy rows, which crashed a 40-step run at step 13. The trainer must hand them over as tensors."""
+    from trl.trainer.utils import split_pixel_values_by_grid
+
+    trainer = grpo.build_trainer(_config(suite, tiny_model, tmp_path))
+    rows = [trainer.train_dataset[i] for i in range(2)]
+    prompts = []
+    for row in rows:
+        observation = trainer.environment_factories[None]().reset(**row)
+        prompts.append([*row["prompt"][:-1], {**row["prompt"][-1], "content": [{"type": "text", "text": ""},
+                                                                              *observation]}])
+    trainer._batch_environments = [None] * len(prompts)
+    _, images, fields = trainer._tokenize_prompts(prompts)
+    assert isinstance(fields["image_grid_thw"], torch.Tensor) and isinstance(fields["pixel_values"], torch.Tensor)
+    split = split_pixel_values_by_grid({**fields, "num_images": [len(i) for i in images]})
+    assert len(split["pixel_values"]) == 2 and split["image_grid_thw"][0].shape[0] == TOOLS.overview_frames

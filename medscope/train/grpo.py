@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from datasets import Dataset
 from transformers import AutoModelForImageTextToText, ProcessorMixin
@@ -150,6 +151,9 @@ def modulate_advantages(
     return torch.tensor(values, dtype=advantages.dtype, device=advantages.device)
 
 
+_IMAGE_FIELDS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
+
+
 class GAGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` with GA-GRPO's evidence-weighted advantage modulation.
 
@@ -163,6 +167,11 @@ class GAGRPOTrainer(GRPOTrainer):
 
     The group mean (and std) is TRL's, so modulation follows normalisation as in ``rewards.ga_advantages``. TRL's
     completions table still shows the unmodulated advantages; ``ga/modulated_frac`` logs how many rows changed.
+
+    A third override works around a TRL 1.16 bug: ``_tokenize_prompts`` merges the per-prompt image fields of
+    environment rollouts into Python lists of numpy rows, and the tool loop later calls tensor methods on them
+    whenever a tool round returns no image at all (every call in the batch was a tool error) — an
+    ``AttributeError: 'list' object has no attribute 'prod'`` mid-run. We hand TRL tensors instead.
     """
 
     def __init__(self, *args: Any, modulation: bool = True, up: float = 1.2, down: float = 0.8,
@@ -174,6 +183,14 @@ class GAGRPOTrainer(GRPOTrainer):
             raise ValueError(f"the modulation needs the reward functions {sorted(missing)}; have "
                              f"{self.reward_func_names}")
         self._rewards_per_func: torch.Tensor | None = None
+
+    def _tokenize_prompts(self, prompts: list[Any]) -> tuple[Any, Any, dict[str, Any]]:
+        prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+        for key in _IMAGE_FIELDS:
+            value = fields.get(key)
+            if isinstance(value, list) and value and not isinstance(value[0], list):
+                fields[key] = torch.as_tensor(np.stack([np.asarray(row) for row in value]))
+        return prompt_ids, images, fields
 
     def _calculate_rewards(
         self, inputs: list[dict[str, Any]], prompts: list[Any], completions: list[Any], completion_ids_list: list[Any]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,3 +20,14 @@ def synth_video(tmp_path_factory: pytest.TempPathFactory) -> SynthClinVideo:
 @pytest.fixture(scope="session")
 def synth_path(synth_video: SynthClinVideo) -> Path:
     return synth_video.video_path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny matrices gain nothing from threads, and lose much when another process shares the 2 cores."""
+    import torch  # here, not at the top: most tests never load torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

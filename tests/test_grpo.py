@@ -55,13 +55,7 @@ def tiny_model(suite: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny.save_tiny(model, processor, tmp_path_factory.mktemp("tiny"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    """Tiny matrices gain nothing from threads, and lose much when another process shares the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models train faster on one thread
 
 
 # -- 1. completions back to protocol turns -------------------------------------------------------------------------

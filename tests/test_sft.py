@@ -30,13 +30,7 @@ from medscope.video.synthclin import SynthClinVideo  # noqa: E402
 MAX_PIXELS = 128 * 96  # at most 12 visual tokens per frame
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    """Tiny matrices gain nothing from threads, and lose much when another process shares the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models train faster on one thread
 
 
 @pytest.fixture(scope="module")

@@ -107,7 +107,8 @@ SLOW_RUN = textwrap.dedent("""
     from pathlib import Path
     from medscope.agent.backends.scripted import OracleBackend
     from medscope.agent.loop import AgentConfig
-    from medscope.eval.runner import reference_of, run_samples
+    from medscope.eval.runner import run_samples
+    from medscope.suite.trajectories import reference_for
     from medscope.suite.records import read_jsonl
 
     class Slow(OracleBackend):
@@ -116,7 +117,7 @@ SLOW_RUN = textwrap.dedent("""
             return super().generate(messages, **kw)
 
     samples = list(read_jsonl(sys.argv[1]))
-    run_samples(samples, lambda s: Slow(reference_of(s)), Path(sys.argv[2]), AgentConfig(), run="oracle")
+    run_samples(samples, lambda s: Slow(reference_for(s)), Path(sys.argv[2]), AgentConfig(), run="oracle")
 """)
 
 
@@ -138,9 +139,9 @@ def test_killed_run_resumes_with_every_id_once(samples_path: Path, tmp_path: Pat
         handle.write('{"id": "torn')
     from medscope.agent.backends.scripted import OracleBackend
     from medscope.agent.loop import AgentConfig
-    from medscope.eval.runner import reference_of
+    from medscope.suite.trajectories import reference_for
 
-    final = run_samples(samples, lambda s: OracleBackend(reference_of(s)), results, AgentConfig(), run="oracle")
+    final = run_samples(samples, lambda s: OracleBackend(reference_for(s)), results, AgentConfig(), run="oracle")
     ids = [r["id"] for r in final]
     assert sorted(ids) == sorted(s.id for s in samples) and len(ids) == len(set(ids))
     assert [r["id"] for r in final[: len(partial)]] == [r["id"] for r in partial]  # kept, not redone

@@ -85,7 +85,8 @@ def format_seconds(t: float) -> str:
     return f"[{t:.2f}s]"
 
 
-def _frame_parts(observation: Observation) -> list[dict[str, Any]]:
+def frame_parts(observation: Observation) -> list[dict[str, Any]]:
+    """Each frame as a ``[t s]`` label right before its image."""
     parts: list[dict[str, Any]] = []
     for frame in observation.frames:
         parts.append(text_part(format_seconds(frame.pts_seconds)))
@@ -97,13 +98,17 @@ def first_user_message(
     question: str, overview: Observation, *, duration: float, options: list[str] | None = None
 ) -> Message:
     """Question, duration and the timestamped overview frames."""
-    lines = [f"Video duration: {duration:.2f}s. Overview ({len(overview.frames)} frames):"]
-    parts = [text_part("\n".join(lines)), *_frame_parts(overview)]
+    head = f"Video duration: {duration:.2f}s. Overview ({len(overview.frames)} frames):"
+    parts = [text_part(head), *frame_parts(overview), text_part(question_text(question, options))]
+    return {"role": "user", "content": parts}
+
+
+def question_text(question: str, options: list[str] | None = None) -> str:
+    """The question (and lettered options) that closes a user turn."""
     text = f"\nQuestion: {question.strip()}"
     if options:
         text += "\nOptions:\n" + "\n".join(f"{chr(65 + i)}. {option}" for i, option in enumerate(options))
-    parts.append(text_part(text))
-    return {"role": "user", "content": parts}
+    return text
 
 
 def observation_message(result: Observation | ToolError | FormatError) -> Message:
@@ -116,7 +121,7 @@ def observation_message(result: Observation | ToolError | FormatError) -> Messag
     head = f"{result.tool}({args}) returned {len(result.frames)} frames."
     if result.notes:
         head += " Note: " + "; ".join(result.notes) + "."
-    return {"role": "tool", "content": [text_part(head), *_frame_parts(result)]}
+    return {"role": "tool", "content": [text_part(head), *frame_parts(result)]}
 
 
 FORCE_ANSWER = (

@@ -21,13 +21,13 @@ from typing import Any
 from tqdm import tqdm
 
 from medscope.agent.backends import Backend, backend_from_spec, make_backend
-from medscope.agent.backends.scripted import Reference
 from medscope.agent.loop import AgentConfig, run_episode
 from medscope.agent.protocol import parse_answer_window
 from medscope.agent.trace import Episode
 from medscope.eval.judge import DIMENSIONS, Judge
 from medscope.eval.metrics import answer_score, iou, set_iou
 from medscope.suite.records import Sample, read_jsonl
+from medscope.suite.trajectories import reference_for
 
 log = logging.getLogger(__name__)
 SCRIPTED = ("oracle", "uniform", "random")
@@ -65,11 +65,6 @@ def sample_metrics(sample: Sample, episode: Episode) -> dict[str, float | None]:
         window = parse_answer_window(episode.answer or "")
         metrics["iou"] = iou(window, sample.evidence[0]) if window else 0.0
     return metrics
-
-
-def reference_of(sample: Sample) -> Reference:
-    windows = tuple((float(s), float(e)) for s, e in sample.evidence)
-    return Reference(answer=sample.answer, windows=windows, grounding=sample.task == "grounding")
 
 
 def _repair_tail(path: Path) -> None:
@@ -154,7 +149,7 @@ def run_samples(
 
 def _factory(config: EvalConfig, policy: str) -> BackendFactory:
     if policy in SCRIPTED:
-        return lambda sample: make_backend(policy, reference=reference_of(sample))
+        return lambda sample: make_backend(policy, reference=reference_for(sample))
     backend = make_backend(policy, model=config.model, base_url=config.base_url)  # one model, shared
     return lambda sample: backend
 

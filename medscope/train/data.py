@@ -57,14 +57,9 @@ def warmup_messages(sample: Sample, source: VideoSource, agent: AgentConfig, *, 
     crop = VideoTools(source, agent.tools).crop_video(start, end)
     if not isinstance(crop, Observation):
         raise ValueError(f"{sample.id}: cannot show its evidence window [{start}, {end}]: {crop.message}")
-    parts: list[dict[str, Any]] = [text_part(f"Video duration: {source.duration_seconds:.2f}s. "
-                                             f"Frames from {start:.2f}s to {end:.2f}s:")]
-    for frame in crop.frames:
-        parts += [text_part(protocol.format_seconds(frame.pts_seconds)), {"type": "image", "image": frame.image}]
-    question = f"\nQuestion: {sample.question}"
-    if sample.options:
-        question += "\nOptions:\n" + "\n".join(f"{chr(65 + i)}. {o}" for i, o in enumerate(sample.options))
-    parts.append(text_part(question))
+    head = f"Video duration: {source.duration_seconds:.2f}s. Frames from {start:.2f}s to {end:.2f}s:"
+    parts = [text_part(head), *protocol.frame_parts(crop), text_part(protocol.question_text(sample.question,
+                                                                                            sample.options))]
     think = f"The frames from {crop.timestamps[0]:.2f}s to {crop.timestamps[-1]:.2f}s show it."
     return [system_message(agent), {"role": "user", "content": parts},
             {"role": "assistant", "content": [text_part(render_answer(sample.answer, think))]}]

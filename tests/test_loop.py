@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from medscope.agent.backends.base import message_images, message_text
-from medscope.agent.backends.scripted import OracleBackend, RandomBackend, Reference, ReplayBackend, UniformBackend
+from medscope.agent.backends.scripted import (
+    OracleBackend,
+    RandomBackend,
+    Reference,
+    ReplayBackend,
+    TeacherBackend,
+    UniformBackend,
+)
 from medscope.agent.loop import AgentConfig, run_episode
 from medscope.agent.protocol import render_answer, render_tool_call
 from medscope.agent.trace import Episode, append_episode, read_episodes
@@ -38,6 +45,29 @@ def test_oracle_episode_finds_the_evidence(synth_video: SynthClinVideo) -> None:
     assert fine is not None and all(window[0] <= t <= window[1] for t in fine.timestamps)
     assert episode.frames_viewed == 16 + len(episode.turns[0].observation.timestamps) + len(fine.timestamps) + 3
     assert episode.backend == {"backend": "scripted", "model": "oracle"}
+
+
+def test_teacher_steps_follow_from_what_was_seen(synth_video: SynthClinVideo) -> None:
+    from medscope.eval.metrics import iou
+
+    event = synth_video.annotation["events"][0]
+    window = (event["start"], event["end"])
+    phase = next(p for p in synth_video.annotation["phases"] if p["start"] <= sum(window) / 2 < p["end"])
+    ref = Reference(answer="x", windows=(window,), grounding=True, context=(phase["start"], phase["end"]),
+                    context_label="some phase")
+    episode = run_episode(TeacherBackend(ref), synth_video.video_path, "When?", sample_id="q1")
+    assert [t.tool for t in episode.turns[:4]] == ["crop_video", "crop_video", "crop_video", "get_frame"]
+    crops = [t.observation.arguments for t in episode.turns[:3]]  # type: ignore[union-attr]
+    seen = [episode.overview.timestamps, episode.turns[0].observation.timestamps]  # type: ignore[union-attr]
+    bounds = [(0.0, synth_video.annotation["duration"]), (crops[0]["start_time"], crops[0]["end_time"])]
+    for crop, stamps, (lo, hi) in zip(crops[:2], seen, bounds, strict=True):
+        # each search window is named by frames already seen (or by what was watched), so a model can learn it
+        assert {round(crop["start_time"], 1), round(crop["end_time"], 1)} <= {round(t, 1) for t in [*stamps, lo, hi]}
+    assert crops[0]["start_time"] <= phase["start"] + 1e-6 or crops[0]["start_time"] in seen[0]
+    assert crops[1]["start_time"] <= window[0] and window[1] <= crops[1]["end_time"]  # the bracket holds it
+    last = (crops[2]["start_time"], crops[2]["end_time"])
+    assert iou(last, window) >= 0.5 and episode.answer == f"[{last[0]:.2f}, {last[1]:.2f}]"
+    assert "some phase" in episode.turns[0].think and episode.backend["model"] == "teacher"
 
 
 def test_observations_reach_the_model_as_timestamped_images(synth_path: Path) -> None:

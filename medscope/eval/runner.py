@@ -30,7 +30,7 @@ from medscope.suite.records import Sample, read_jsonl
 from medscope.suite.trajectories import reference_for
 
 log = logging.getLogger(__name__)
-SCRIPTED = ("oracle", "uniform", "random")
+SCRIPTED = ("oracle", "teacher", "uniform", "random")
 
 
 @dataclass(frozen=True)

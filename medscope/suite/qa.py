@@ -63,6 +63,16 @@ def _phase_at(annotation: VideoAnnotation, t: float) -> str | None:
     return None
 
 
+def _context(annotation: VideoAnnotation, seg: Segment) -> dict[str, object] | None:
+    """The phase that holds the segment's middle: the coarse place to look, which an overview shows."""
+    middle = (seg.start + seg.end) / 2
+    for phase in annotation.segments:
+        if phase.kind == "phase" and phase is not seg and phase.start <= middle < phase.end:
+            return {"label": f"{_human(phase.label or phase.text)} phase",
+                    "window": [round(phase.start, 3), round(phase.end, 3)]}
+    return None
+
+
 def _window(seg: Segment) -> list[list[float]]:
     windows = seg.windows or ((seg.start, seg.end),)
     return [[round(s, 3), round(e, 3)] for s, e in windows]
@@ -136,6 +146,9 @@ def generate_samples(annotation: VideoAnnotation, duration: float, config: QACon
                                    "video_id": annotation.video_id}
         if seg is not None:
             meta |= {"segment_kind": seg.kind, "label": seg.label}
+            context = _context(annotation, seg)
+            if context is not None:
+                meta["context"] = context
         sample_id = f"{annotation.source}/{annotation.video_id}/{task}/{len(by_task[task])}"
         by_task[task].append(Sample(id=sample_id, video=annotation.video, duration=duration, question=question,
                                     answer=answer, task=task, evidence=evidence, source=annotation.source,  # type: ignore[arg-type]

@@ -1,8 +1,11 @@
 """Reference trajectories in the agent's exact protocol, produced by running the teacher on the real video.
 
-- VCoT (visual chain of thought, hard questions): the oracle policy's episode: ``crop_video`` on a widened
-  window (coarse) → ``crop_video`` on the evidence (fine) → ``get_frame`` at its centre → answer, with
-  reasoning that cites the timestamps each observation really showed.
+- VCoT (visual chain of thought, hard questions): the teacher policy's episode (``TeacherBackend``):
+  ``crop_video`` on the phase the evidence lies in, bracketed by overview frames (coarse) → ``crop_video``
+  between the frames around the evidence → ``crop_video`` where the frames put it (fine) → ``get_frame`` at
+  its centre → answer, with reasoning that cites the timestamps each observation really showed. Every step
+  follows from frames already seen, so a model can learn it (the oracle's coarse crop, centred on the truth,
+  could not be inferred from the overview).
 - CoT (easy questions, no tools): the evidence is already visible in the overview (or the question is about
   the whole video), so one turn reasons over the overview frames and answers.
 
@@ -12,7 +15,7 @@ is what the tool returns; ``replay`` checks that again.
 
 from __future__ import annotations
 
-from medscope.agent.backends.scripted import OracleBackend, Reference
+from medscope.agent.backends.scripted import Reference, TeacherBackend
 from medscope.agent.loop import AgentConfig, run_episode
 from medscope.agent.protocol import ToolCall, parse_turn, render_answer
 from medscope.suite.records import Sample, Trajectory
@@ -22,7 +25,11 @@ from medscope.video.tools import Observation, ToolConfig, VideoTools
 
 def reference_for(sample: Sample) -> Reference:
     windows = tuple((float(s), float(e)) for s, e in sample.evidence)
-    return Reference(answer=sample.answer, windows=windows, grounding=sample.task == "grounding")
+    context = sample.meta.get("context") or {}
+    window = context.get("window")
+    return Reference(answer=sample.answer, windows=windows, grounding=sample.task == "grounding",
+                     context=(float(window[0]), float(window[1])) if window else None,
+                     context_label=str(context.get("label", "")))
 
 
 def is_easy(sample: Sample, overview: list[float]) -> bool:
@@ -32,7 +39,7 @@ def is_easy(sample: Sample, overview: list[float]) -> bool:
 
 
 def vcot_trajectory(sample: Sample, source: VideoSource, tools: ToolConfig | None = None) -> Trajectory:
-    episode = run_episode(OracleBackend(reference_for(sample)), source, sample.question,
+    episode = run_episode(TeacherBackend(reference_for(sample)), source, sample.question,
                           AgentConfig(tools=tools or ToolConfig()), options=sample.options, task=sample.task,
                           sample_id=sample.id)
     turns = []

@@ -13,7 +13,7 @@ from medscope.agent.backends.base import Backend, BackendError
 if TYPE_CHECKING:  # scripted imports the protocol, which imports base: keep this package's import light
     from medscope.agent.backends.scripted import Reference
 
-BACKENDS = ("hf", "openai", "oracle", "uniform", "random")
+BACKENDS = ("hf", "openai", "oracle", "teacher", "uniform", "random")
 
 
 def make_backend(
@@ -32,13 +32,13 @@ def make_backend(
         from medscope.agent.backends.openai import OpenAIBackend
 
         return OpenAIBackend(model, base_url=base_url)
-    if kind in ("oracle", "uniform", "random"):
+    if kind in ("oracle", "teacher", "uniform", "random"):
         if reference is None:
             raise ValueError(f"--backend {kind} is a scripted policy and needs the ground truth (annotations)")
         from medscope.agent.backends import scripted
 
-        policy = {"oracle": scripted.OracleBackend, "uniform": scripted.UniformBackend,
-                  "random": scripted.RandomBackend}[kind]
+        policy = {"oracle": scripted.OracleBackend, "teacher": scripted.TeacherBackend,
+                  "uniform": scripted.UniformBackend, "random": scripted.RandomBackend}[kind]
         return policy(reference)
     raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
 

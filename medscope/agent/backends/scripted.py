@@ -5,6 +5,9 @@ reference they are built with, and write protocol text:
 
 - ``OracleBackend`` knows the ground-truth window: a coarse crop around a widened window, a fine crop on
   the window, ``get_frame`` at its centre, then the answer. The upper bound of looking on purpose.
+- ``TeacherBackend`` searches coarse to fine the way a model could learn to: every step follows from what
+  the frames seen so far show (with perfect perception of them) and from the context segment the question
+  belongs to (the surgical phase, which an overview shows). It writes the suite's VCoT trajectories.
 - ``UniformBackend`` never calls a tool and answers from the overview alone. It has *perfect perception of
   the frames it saw*: it knows the answer only if an overview frame fell inside the evidence, so it
   measures what uniform sampling can find at all.
@@ -20,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from medscope.agent.backends.base import Message, message_text
-from medscope.agent.protocol import Window, render_answer, render_tool_call, render_window
+from medscope.agent.protocol import ToolCall, Window, parse_turn, render_answer, render_tool_call, render_window
 
 _DURATION = re.compile(r"Video duration: ([0-9.]+)s")
 _STAMP = re.compile(r"\[([0-9]+(?:\.[0-9]+)?)s\]")
@@ -31,12 +34,15 @@ class Reference:
     """What a scripted policy knows: the reference answer and its evidence windows.
 
     ``grounding`` questions are answered with the window itself; others with ``answer`` (when known) and,
-    if ``explicit_evidence``, an ``<evidence>`` block."""
+    if ``explicit_evidence``, an ``<evidence>`` block. ``context`` is a longer segment that contains the
+    evidence and that a coarse overview can show (e.g. the surgical phase, named ``context_label``)."""
 
     answer: str
     windows: tuple[Window, ...]
     grounding: bool = False
     fallback_answer: str = "unknown"
+    context: Window | None = None
+    context_label: str = ""
 
 
 def _duration(messages: Sequence[Message]) -> float:
@@ -105,6 +111,89 @@ class OracleBackend:
             return render_tool_call("get_frame", {"timestamp": round(centre, 2)}, think)
         think = f"The frames at {', '.join(f'{t:.2f}s' for t in seen) or f'{centre:.1f}s'} show it clearly."
         return _answer(self.reference, (start, end), think, messages)
+
+
+def _bracket(seen: Sequence[float], window: Window, bounds: Window) -> Window:
+    """The nearest seen timestamps before and after ``window`` (the ends of ``bounds``, what was watched, when
+    none): an interval that certainly holds it, named by frames the model has seen."""
+    return (max((t for t in seen if t < window[0]), default=bounds[0]),
+            min((t for t in seen if t > window[1]), default=bounds[1]))
+
+
+def _as_seen(seen: Sequence[float], window: Window, bounds: Window) -> tuple[Window, list[float]]:
+    """Where the frames put ``window``: the frames inside it, widened by half their spacing (the bracket when
+    no frame falls inside), and those frames."""
+    hits = [t for t in seen if window[0] <= t <= window[1]]
+    if not hits:
+        return _bracket(seen, window, bounds), hits
+    ordered = sorted(seen)
+    half = (ordered[-1] - ordered[0]) / (len(ordered) - 1) / 2 if len(ordered) > 1 else 0.5
+    return (max(bounds[0], hits[0] - half), min(bounds[1], hits[-1] + half)), hits
+
+
+def _times(stamps: Sequence[float]) -> str:
+    return ", ".join(f"{t:.1f}s" for t in stamps)
+
+
+def _last_crop(messages: Sequence[Message], duration: float) -> Window | None:
+    for message in reversed(messages):
+        if message["role"] == "assistant":
+            call = parse_turn(message_text(message), duration=duration)
+            if isinstance(call, ToolCall) and call.name == "crop_video":
+                return float(call.arguments["start_time"]), float(call.arguments["end_time"])
+    return None
+
+
+class TeacherBackend:
+    """Context → bracket → as-seen → frame → answer, each step inferable from the frames already seen.
+
+    1. From the overview: crop the context segment (the phase the question belongs to), bracketed by the
+       overview frames around it: a model learns which phase a question points to and reads its span off
+       the timestamped overview.
+    2. From that crop: crop between the frames around the ones that show the evidence (or, when none does,
+       around where it lies: the one step that a model must guess, from the phase's usual course).
+    3. From the closer crop: crop where its frames put the evidence (hits widened by half a frame spacing),
+       so the episode's last crop, its evidence, is as tight as the frames allow.
+    4. ``get_frame`` at that window's centre, then the answer with that window.
+
+    Numbers are rounded to 0.1 s: what a model has to write stays short."""
+
+    def __init__(self, reference: Reference) -> None:
+        self.reference = reference
+
+    def identity(self) -> dict[str, str]:
+        return {"backend": "scripted", "model": "teacher"}
+
+    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
+        duration = _duration(messages)
+        truth = self.reference.windows[0]
+        seen = _stamps(messages[-1])
+        step = _turns_taken(messages)
+        watched = _last_crop(messages, duration) or (0.0, duration)
+        if step == 0:
+            context = self.reference.context or truth
+            lo, hi = _bracket(seen, context, watched)
+            where = f"during the {self.reference.context_label}" if self.reference.context_label else "there"
+            think = (f"It should happen {where}; the overview frames at {lo:.1f}s and {hi:.1f}s bracket it. "
+                     "Watch that part.")
+        elif step == 1:
+            hits = [t for t in seen if truth[0] <= t <= truth[1]]
+            lo, hi = _bracket(seen, (hits[0], hits[-1]) if hits else truth, watched)
+            think = (f"The frames at {_times(hits)} show it." if hits else "No frame shows it clearly yet.")
+            think += f" Look closer between {lo:.1f}s and {hi:.1f}s."
+        elif step == 2:
+            (lo, hi), hits = _as_seen(seen, truth, watched)
+            shown = f"The frames at {_times(hits)} show it" if hits else "It falls between these frames"
+            think = f"{shown}, from about {lo:.1f}s to {hi:.1f}s. Watch just that."
+        else:
+            window = watched
+            if step == 3:
+                centre = (window[0] + window[1]) / 2
+                think = f"Inspect {centre:.1f}s at full detail to be sure."
+                return render_tool_call("get_frame", {"timestamp": round(centre, 1)}, think)
+            think = f"The frames at {_times(seen) or 'the crop'} confirm it."
+            return _answer(self.reference, window, think, messages)
+        return render_tool_call("crop_video", {"start_time": round(lo, 1), "end_time": round(hi, 1)}, think)
 
 
 class UniformBackend:

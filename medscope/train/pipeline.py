@@ -2,8 +2,9 @@
 
 data (SynthClin videos, split by video) → suite build → tokenizer + tiny model → stage 1 SFT (warm-up) →
 stage 2 SFT (VCoT cold start) → GA-GRPO, and its ablations → evaluation of every checkpoint on held-out
-videos next to the uniform baseline. Each stage writes its folder and a ``DONE`` marker; a rerun skips
-finished stages and a killed stage resumes from its trainer checkpoint.
+videos next to the uniform baseline → the GA-GRPO checkpoint's inference files with a model card
+(``medscope-<preset>``, what the package ships as its built-in model). Each stage writes its folder and a
+``DONE`` marker; a rerun skips finished stages and a killed stage resumes from its trainer checkpoint.
 """
 
 from __future__ import annotations
@@ -32,6 +33,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "grpo": {"max_steps": 40, "lr": 1e-5, "group_size": 4, "batch_size": 4, "max_completion_length": 1024,
                  "gradient_checkpointing": False},
         "eval": {"limit": 0, "max_new_tokens": 160},
+    },
+    # Every stage at the smallest size that runs it (a minute or two): checks an installation end to end.
+    "smoke": {
+        "videos": {"train": 2, "eval": 1, "minutes": 1.0, "events_per_10min": 10.0},
+        "model": {"arch": "qwen3_vl", "hidden_size": 32, "layers": 1, "vision_hidden": 16, "vision_layers": 1,
+                  "vocab_size": 600, "max_pixels": 64 * 48},
+        "sft1": {"max_steps": 2, "lr": 1e-3, "batch_size": 2, "grad_accum": 1, "gradient_checkpointing": False},
+        "sft2": {"max_steps": 2, "lr": 1e-3, "batch_size": 1, "grad_accum": 1, "gradient_checkpointing": False},
+        "grpo": {"max_steps": 1, "lr": 1e-5, "group_size": 2, "batch_size": 2, "max_completion_length": 128,
+                 "max_tool_calls": 1, "gradient_checkpointing": False},
+        "eval": {"limit": 2, "max_new_tokens": 24},
     },
 }
 ABLATIONS = {"grpo_no_evidence": {"evidence_reward": False}, "grpo_no_crop_bonus": {"crop_bonus": False}}
@@ -110,6 +122,7 @@ def _evaluate(model: Path, samples: Path, folder: Path, spec: dict[str, Any], ba
 
 def main(config: PipelineConfig) -> dict[str, Any]:
     from medscope.train import grpo, sft
+    from medscope.train.card import write_model
     from medscope.train.configs import GRPOStageConfig, SFTStageConfig
 
     if config.preset not in PRESETS:
@@ -149,6 +162,10 @@ def main(config: PipelineConfig) -> dict[str, Any]:
     summary = summarize_runs(tables)
     write_text_atomic(out / "results.md", summary + "\n")
     write_text_atomic(out / "results.json", json.dumps(tables, indent=2))
+    # The GA-GRPO checkpoint with its model card: what medscope/models/medscope-tiny ships.
+    name = f"medscope-{config.preset}"
+    _stage(out, name, lambda f: write_model(out, checkpoints["grpo"], f, name=name, preset=config.preset,
+                                            settings=preset, results_md=summary))
     print(summary)
     return tables
 

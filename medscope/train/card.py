@@ -1,0 +1,117 @@
+"""The shipped model folder: the inference files of a trained checkpoint plus a model card that says exactly
+how it was made (command, preset, data, every stage's wall time and training curve) and what it scores.
+
+``medscope train all`` writes it as its last stage; ``medscope/models/medscope-tiny`` is a copy of it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from medscope.io import atomic_path, write_text_atomic
+from medscope.models import BUILTIN_MODEL
+
+# What from_pretrained and the processor need; trainer state, optimizer and checkpoints stay behind.
+INFERENCE_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                   "tokenizer_config.json", "chat_template.jinja", "processor_config.json",
+                   "preprocessor_config.json", "video_preprocessor_config.json")
+
+
+def log_history(stage: Path) -> list[dict[str, Any]]:
+    """The trainer's log of a finished stage folder: its own trainer_state.json, else its last checkpoint's."""
+    states = [stage / "trainer_state.json"]
+    states += sorted(stage.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    found = [p for p in states if p.is_file()]
+    if not found:
+        return []
+    return list(json.loads((found[0] if found[0].parent == stage else found[-1]).read_text())["log_history"])
+
+
+def curve(history: list[dict[str, Any]], key: str, window: int = 10) -> tuple[float, float] | None:
+    """Mean of ``key`` over the first and the last ``window`` logged steps."""
+    values = [float(h[key]) for h in history if key in h]
+    if not values:
+        return None
+    head, tail = values[:window], values[-window:]
+    return sum(head) / len(head), sum(tail) / len(tail)
+
+
+def stage_line(run: Path, name: str, keys: tuple[str, ...]) -> str:
+    folder = run / name
+    seconds = (folder / "DONE").read_text().strip() if (folder / "DONE").is_file() else "?"
+    history = log_history(folder)
+    steps = max((int(h.get("step", 0)) for h in history), default=0)
+    parts = [f"`{name}`: {float(seconds):.0f} s" if seconds != "?" else f"`{name}`", f"{steps} optimizer steps"]
+    for key in keys:
+        span = curve(history, key)
+        if span is not None:
+            parts.append(f"{key} {span[0]:.3g} → {span[1]:.3g}")
+    return "  - " + ", ".join(parts)
+
+
+def write_model(run: Path, model: Path, out: Path, *, name: str, preset: str, settings: dict[str, Any],
+                results_md: str) -> Path:
+    """Copy ``model``'s inference files to ``out`` and write its model card (README.md); atomic per file."""
+    out.mkdir(parents=True, exist_ok=True)
+    for file in INFERENCE_FILES:
+        if (model / file).is_file():
+            with atomic_path(out / file) as tmp:
+                shutil.copyfile(model / file, tmp)
+    config = json.loads((model / "config.json").read_text())
+    from safetensors.numpy import load_file
+
+    params = sum(int(array.size) for array in load_file(model / "model.safetensors").values())
+    funnel = json.loads((run / "suite_train" / "funnel.json").read_text())["total"]
+    held_out = sum(1 for _ in (run / "suite_eval" / "samples.jsonl").open())
+    sft = ("loss", "mean_token_accuracy")
+    grpo = ("reward", "rewards/accuracy/mean", "rewards/format/mean", "rewards/crop/mean", "rewards/frame/mean")
+    default = (" Shipped as medscope's built-in model, the default of `medscope ask` and `make demo`."
+               if name == BUILTIN_MODEL else "")
+    card = f"""# {name}
+
+A {params / 1e6:.2f} M-parameter vision-language model of the **{config.get("model_type", "?")}** architecture
+(transformers), trained from random weights on this machine's CPU by
+
+    medscope train all --preset {preset} --out {run}
+
+It speaks medscope's agent protocol (`<think>`, `<tool_call>` to `crop_video` / `get_frame`, `<answer>` with the
+evidence window).{default} **It is a demonstration of the
+recipe, not a clinical model**: it knows only SynthClin, medscope's synthetic procedure videos, and the
+ClinVideoSuite question templates (e.g. "When does bleeding happen? Answer with the time window in seconds.").
+
+## How it was made
+
+- Data: SynthClin videos generated from seeds (train and held-out videos never share a seed), preset
+  `{preset}`: `{json.dumps(settings["videos"])}`. ClinVideoSuite on the training videos: {funnel["generated"]}
+  samples generated, {funnel["kept"]} kept by the filters; each kept sample has a reference trajectory (teacher
+  policy: phase crop → bracket crop → tight crop → get_frame → answer).
+- Tokenizer: byte-level BPE trained offline on the suite's text and the protocol (vocab
+  {settings["model"]["vocab_size"]}); model `{json.dumps(settings["model"])}`.
+- Stages (wall time on a 2-core CPU; training curves as mean of the first → last 10 logged steps):
+{stage_line(run, "sft1", sft)}
+{stage_line(run, "sft2", sft)}
+{stage_line(run, "grpo", grpo)}
+- Stage settings: `{json.dumps({k: settings[k] for k in ("sft1", "sft2", "grpo")})}`
+- This folder is the GA-GRPO checkpoint (`{model.name}`), inference files only.
+
+## Scores
+
+Held-out SynthClin samples ({held_out} from the held-out videos), one run, greedy decoding. Grounding mIoU and
+R@0.5 on grounding questions; GVQA: grounded VQA accuracy and evidence mIoU; frames viewed per question. The
+uniform baseline is the same model answering from uniform frames at the model's mean frame budget; the
+ablations are GA-GRPO without the evidence reward and with plain IoU instead of the crop bonus.
+
+{results_md}
+
+## Use
+
+    medscope ask VIDEO.mp4 "When does bleeding happen? Answer with the time window in seconds." --report r.html
+
+or `--model PATH` to any folder written by `medscope train`.
+"""
+    write_text_atomic(out / "README.md", card)
+    return out
+

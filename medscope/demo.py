@@ -1,24 +1,29 @@
-"""``make demo``: the agent on a generated clinical-like video, with the uniform-sampling baseline beside it.
+"""``make demo``: the built-in model on a generated clinical-like video, beside the oracle and uniform sampling.
 
-Generates a SynthClin video, asks two questions about short events with the oracle policy (looks on
-purpose: coarse crop, fine crop, get_frame) and with the uniform baseline (overview only), writes one HTML
-evidence report per policy and the traces, then builds a small ClinVideoSuite from the video and evaluates
-both policies on it, printing the table.
+Generates a 3-minute SynthClin video (the length medscope-tiny was trained on) and asks two questions in the
+suite's phrasing with three policies: the built-in model ``medscope-tiny`` (looks on purpose through the
+tools), the oracle (knows the truth: the upper bound of looking) and the uniform baseline (overview only).
+Writes one HTML evidence report and one trace per policy, then builds a small ClinVideoSuite from the video
+and evaluates medscope-tiny (with the same model on uniform frames at its frame budget) and the oracle on it,
+printing one table.
 """
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from medscope.agent.ask import print_turn
 from medscope.agent.backends import make_backend
 from medscope.agent.backends.scripted import synthclin_reference
-from medscope.agent.loop import run_episode
+from medscope.agent.loop import AgentConfig, run_episode
 from medscope.agent.trace import Episode, append_episode
+from medscope.models import BUILTIN_MODEL
 from medscope.report.html import render_report
 from medscope.report.sheet import contact_sheet, save_png
+from medscope.suite.qa import TEMPLATES
 from medscope.video.source import VideoSource
 from medscope.video.synthclin import SynthClinConfig, generate
 from medscope.video.tools import VideoTools
@@ -27,26 +32,32 @@ from medscope.video.tools import VideoTools
 @dataclass(frozen=True)
 class DemoConfig:
     out: str = field(default="runs/demo", metadata={"help": "output folder"})
-    minutes: float = field(default=10.0, metadata={"help": "length of the generated video"})
-    seed: int = field(default=0, metadata={"help": "SynthClin seed"})
+    minutes: float = field(default=3.0, metadata={"help": "length of the generated video"})
+    seed: int = field(default=20_016, metadata={"help": "SynthClin seed (medscope-tiny never saw this video)"})
 
 
-_WHEN = {"bleeding": "does bleeding start", "clip_applied": "is a clip applied", "smoke": "does smoke fill the field",
-         "gauze": "is gauze placed"}
-_NOUN = {"bleeding": "the bleeding", "clip_applied": "the clip placement", "smoke": "the smoke",
-         "gauze": "the gauze placement"}
+POLICIES = (BUILTIN_MODEL, "oracle", "uniform")
+# medscope-tiny's turns are under 100 tokens (its trajectories' longest); a turn that runs on has gone wrong.
+AGENT = AgentConfig(max_new_tokens=160)
 
 
 def demo_questions(annotation: dict) -> list[str]:
-    """A grounding question and a perception question about two different short events."""
+    """A grounding question and a where-in-the-field question about two short events, phrased as the suite
+    phrases them (the only phrasing medscope-tiny has learnt); events whose kind occurs once come first, so a
+    question names one event."""
     events = annotation["events"]
-    first = events[0]["label"]
-    second = next((e["label"] for e in events if e["label"] != first), events[-1]["label"])
-    return [f"When {_WHEN[first]}?", f"What is seen during {_NOUN[second]}, and where in the field?"]
+    counts = Counter(e["label"] for e in events)
+    unique = [e for e in events if counts[e["label"]] == 1] or events
+    first = unique[0]
+    placed = [e for e in unique if e.get("position") and e is not first] or [e for e in unique if e.get("position")]
+    questions = [TEMPLATES["ground_label"].format(label=first["label"].replace("_", " "))]
+    if placed:
+        questions.append(TEMPLATES["event_where"].format(label=placed[0]["label"].replace("_", " ")))
+    return questions
 
 
 def small_eval(annotation_path: Path, out: Path) -> dict[str, str]:
-    """Suite build on the demo video, then the oracle against the uniform baseline at its frame budget."""
+    """Suite build on the demo video, then medscope-tiny (and uniform frames at its budget) and the oracle."""
     from medscope.eval.runner import EvalConfig, evaluate
     from medscope.eval.tables import markdown, write_tables
     from medscope.suite.build import BuildConfig, build, funnel_markdown
@@ -55,32 +66,42 @@ def small_eval(annotation_path: Path, out: Path) -> dict[str, str]:
     table = build(BuildConfig(source="synthclin", annotations=str(annotation_path), out=str(suite), workers=1))
     print("\nClinVideoSuite from this video (generated → filtered → kept):\n" + funnel_markdown(table))
     run = out / "eval"
-    for name in ("results.jsonl", "baseline.jsonl"):  # a demo starts afresh; `medscope eval` resumes
-        (run / name).unlink(missing_ok=True)
-    summaries = write_tables(evaluate(EvalConfig(samples=str(suite / "samples.jsonl"), out=str(run))), run)
-    print("\nEvaluation: oracle (looks on purpose) vs uniform sampling at the same frame budget:\n"
+    for folder in (run / BUILTIN_MODEL, run / "oracle"):  # a demo starts afresh; `medscope eval` resumes
+        for name in ("results.jsonl", "baseline.jsonl"):
+            (folder / name).unlink(missing_ok=True)
+    samples = str(suite / "samples.jsonl")
+    tiny = evaluate(EvalConfig(samples=samples, out=str(run / BUILTIN_MODEL), backend="hf", agent=AGENT))
+    oracle = evaluate(EvalConfig(samples=samples, out=str(run / "oracle"), backend="oracle", baseline="none"))
+    budget = round(tiny["baseline"][0]["metrics"]["frames_viewed"]) if tiny["baseline"] else 0
+    summaries = write_tables({BUILTIN_MODEL: tiny["agent"], f"{BUILTIN_MODEL}, uniform@{budget}": tiny["baseline"],
+                              "oracle (knows the truth)": oracle["agent"]}, run)
+    print(f"\nEvaluation on this video: {BUILTIN_MODEL} vs the same model on uniform frames vs the oracle:\n"
           + markdown(summaries))
-    return {"suite": str(suite / "samples.jsonl"), "eval_tables": str(run / "tables.md")}
+    return {"suite": samples, "eval_tables": str(run / "tables.md")}
 
 
 def main(config: DemoConfig) -> dict[str, str]:
     out = Path(config.out)
-    video = generate(SynthClinConfig(duration_seconds=config.minutes * 60, seed=config.seed), out)
+    # Events as dense as in the videos medscope-tiny was trained on (the tiny preset's).
+    video = generate(SynthClinConfig(duration_seconds=config.minutes * 60, seed=config.seed, events_per_10min=10.0),
+                     out)
     ann = video.annotation
     print(f"SynthClin video: {video.video_path} ({ann['duration']:.0f}s, {ann['num_frames']} frames)")
     print("  phases: " + " → ".join(p["label"] for p in ann["phases"]))
     print("  events: " + ", ".join(f"{e['label']} {e['start']:.1f}–{e['end']:.1f}s" for e in ann["events"]))
+    model = make_backend("hf")  # the built-in medscope-tiny, loaded once
     with VideoSource(video.video_path) as source:
         overview = VideoTools(source).overview()
         paths = {"overview": str(save_png(contact_sheet(overview.frames, title="overview"), out / "overview.png"))}
-        for policy in ("oracle", "uniform"):
+        for policy in POLICIES:
             trace = out / f"{policy}.trace.jsonl"
             trace.unlink(missing_ok=True)
             episodes: list[Episode] = []
             for question in demo_questions(ann):
                 ref = synthclin_reference(ann, question)
                 print(f"\n[{policy}] {question}", file=sys.stderr)
-                episode = run_episode(make_backend(policy, reference=ref), source, question, on_turn=print_turn,
+                backend = model if policy == BUILTIN_MODEL else make_backend(policy, reference=ref)
+                episode = run_episode(backend, source, question, AGENT, on_turn=print_turn,
                                       reference={"answer": ref.answer, "evidence": [list(w) for w in ref.windows]})
                 print(f"  → {episode.answer}  evidence {episode.evidence}  (truth {list(ref.windows[0])})",
                       file=sys.stderr)
@@ -91,5 +112,5 @@ def main(config: DemoConfig) -> dict[str, str]:
     paths |= small_eval(video.annotation_path, out)
     print("\nwrote:")
     for name, path in paths.items():
-        print(f"  {name:15s} {path}")
+        print(f"  {name:22s} {path}")
     return paths

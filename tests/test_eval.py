@@ -87,7 +87,7 @@ def samples_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_oracle_beats_uniform_and_reruns_skip(samples_path: Path, tmp_path: Path) -> None:
-    config = EvalConfig(samples=str(samples_path), out=str(tmp_path))
+    config = EvalConfig(samples=str(samples_path), out=str(tmp_path), backend="oracle")
     runs = evaluate(config)
     n = len(list(read_jsonl(samples_path)))
     assert len(runs["agent"]) == len(runs["baseline"]) == n

@@ -179,6 +179,21 @@ def test_missing_model_dir(tmp_path: Path) -> None:
         HFBackend.from_pretrained(missing)
 
 
+def test_builtin_model_is_found_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medscope.models import BUILTIN_MODEL, builtin_model_path, resolve_model
+
+    shipped = builtin_model_path()
+    assert Path(resolve_model(None)) == shipped == Path(resolve_model(BUILTIN_MODEL))
+    assert (shipped / "model.safetensors").stat().st_size < 10_000_000  # "a few MB": it ships in the package
+    assert "## Scores" in (shipped / "README.md").read_text()
+    assert resolve_model("runs/x/grpo") == "runs/x/grpo"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / BUILTIN_MODEL).mkdir()
+    assert resolve_model(BUILTIN_MODEL) == BUILTIN_MODEL  # a local folder of that name wins
+    with pytest.raises(ValueError, match="built in: medscope-tiny"):
+        builtin_model_path("medscope-huge")
+
+
 class _ScriptedFirstTurn:
     """Real generation every turn; the first turn's text is replaced by a crop_video call, because a random
     model never writes one, so that the second prompt carries tool images through the real chat template."""

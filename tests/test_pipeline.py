@@ -15,9 +15,11 @@ def test_train_all_smoke_runs_every_stage_then_resumes(tmp_path: Path, capsys: p
     from medscope.agent.backends.hf import HFBackend
 
     tables = main(PipelineConfig(preset="smoke", out=str(tmp_path), ablations=False))
-    assert set(tables) == {"sft", "grpo"} and set(tables["sft"]) == {"agent", "baseline"}
+    assert set(tables) == {"sft", "grpo", "teacher", "oracle"} and set(tables["sft"]) == {"agent", "baseline"}
     results = (tmp_path / "results.md").read_text()
     assert "| sft |" in results and "| grpo |" in results and "uniform baseline (sft model)" in results
+    teacher = next(row for row in results.splitlines() if row.startswith("| teacher (reference, knows the truth) |"))
+    assert teacher.endswith(" 2/2 |")  # distinct first turns over the 2 questions: the teacher reads each one
     shipped = tmp_path / "medscope-smoke"
     card = (shipped / "README.md").read_text()
     assert "medscope train all --preset smoke" in card and results.strip() in card
@@ -27,4 +29,4 @@ def test_train_all_smoke_runs_every_stage_then_resumes(tmp_path: Path, capsys: p
     capsys.readouterr()
     main(PipelineConfig(preset="smoke", out=str(tmp_path), ablations=False))
     log = capsys.readouterr().err
-    assert log.count("done before, skipped") == 11 and "..." not in log  # nothing ran again
+    assert log.count("done before, skipped") == 13 and "..." not in log  # nothing ran again

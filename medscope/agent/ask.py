@@ -16,8 +16,10 @@ from medscope.video.source import VideoSource
 
 @dataclass(frozen=True)
 class AskConfig:
-    backend: str = field(default="oracle", metadata={"help": "hf | openai | oracle | uniform | random"})
-    model: str | None = field(default=None, metadata={"help": "hf: local model folder; openai: model name"})
+    backend: str = field(default="hf", metadata={"help": "hf | openai | oracle | teacher | uniform | random"})
+    model: str | None = field(
+        default=None, metadata={"help": "hf: local model folder (default: built-in medscope-tiny); openai: model name"}
+    )
     base_url: str | None = field(default=None, metadata={"help": "openai: server URL, e.g. http://localhost:8000/v1"})
     annotations: str | None = field(
         default=None, metadata={"help": "scripted backends: SynthClin annotation JSON (default: VIDEO with .json)"}
@@ -62,7 +64,7 @@ def _ask(source: VideoSource, question: str, config: AskConfig, agent: AgentConf
     video_path = source.path
     reference: dict | None = None
     backend: Backend
-    if config.backend in ("oracle", "uniform", "random"):
+    if config.backend in ("oracle", "teacher", "uniform", "random"):
         ref, reference = load_reference(video_path, question, config.annotations)
         backend = make_backend(config.backend, reference=ref)
     else:

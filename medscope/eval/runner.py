@@ -37,8 +37,10 @@ SCRIPTED = ("oracle", "teacher", "uniform", "random")
 class EvalConfig:
     samples: str = field(default="", metadata={"help": "samples.jsonl from `medscope suite build`"})
     out: str = field(default="", metadata={"help": "output folder (results.jsonl, baseline.jsonl, tables)"})
-    backend: str = field(default="oracle", metadata={"help": "hf | openai | oracle | uniform | random"})
-    model: str | None = field(default=None, metadata={"help": "hf: model folder; openai: model name"})
+    backend: str = field(default="hf", metadata={"help": "hf | openai | oracle | teacher | uniform | random"})
+    model: str | None = field(
+        default=None, metadata={"help": "hf: model folder (default: the built-in medscope-tiny); openai: model name"}
+    )
     base_url: str | None = field(default=None, metadata={"help": "openai: server URL"})
     baseline: str | None = field(default="uniform", metadata={"help": "uniform (same frame budget) or none"})
     workers: int = field(default=1, metadata={"help": "concurrent episodes (server and scripted backends)"})

@@ -102,7 +102,10 @@ ClinVideoSuite question templates (e.g. "When does bleeding happen? Answer with 
 Held-out SynthClin samples ({held_out} from the held-out videos), one run, greedy decoding. Grounding mIoU and
 R@0.5 on grounding questions; GVQA: grounded VQA accuracy and evidence mIoU; frames viewed per question. The
 uniform baseline is the same model answering from uniform frames at the model's mean frame budget; the
-ablations are GA-GRPO without the evidence reward and with plain IoU instead of the crop bonus.
+ablations are GA-GRPO without the evidence reward and with plain IoU instead of the crop bonus; the teacher
+(the policy that wrote the training trajectories) and the oracle know the truth and show what imitation could
+reach. "Distinct first turns" counts the different opening turns over the questions: a model that writes
+the same search for every question and video has not learnt to read them.
 
 {results_md}
 

@@ -109,12 +109,15 @@ def _init_model(suite: Path, folder: Path, spec: dict[str, Any], seed: int) -> N
     tiny.save_tiny(model, processor, folder)
 
 
-def _evaluate(model: Path, samples: Path, folder: Path, spec: dict[str, Any], baseline: bool) -> dict[str, Any]:
+def _evaluate(model: Path | str, samples: Path, folder: Path, spec: dict[str, Any], baseline: bool) -> dict[str, Any]:
+    """Evaluate a model folder (hf backend), or a scripted policy named by ``model``."""
     from medscope.agent.loop import AgentConfig
-    from medscope.eval.runner import EvalConfig, evaluate
+    from medscope.eval.runner import SCRIPTED, EvalConfig, evaluate
     from medscope.eval.tables import write_tables
 
-    config = EvalConfig(samples=str(samples), out=str(folder), backend="hf", model=str(model),
+    scripted = isinstance(model, str) and model in SCRIPTED
+    config = EvalConfig(samples=str(samples), out=str(folder), backend=str(model) if scripted else "hf",
+                        model=None if scripted else str(model),
                         baseline="uniform" if baseline else "none", limit=spec["limit"],
                         agent=AgentConfig(max_new_tokens=spec["max_new_tokens"]))
     return write_tables(evaluate(config), folder)
@@ -148,7 +151,7 @@ def main(config: PipelineConfig) -> dict[str, Any]:
         return lambda f: grpo.main(GRPOStageConfig(data=str(suite_train / "samples.jsonl"), model=str(sft2),
                                                         out=str(f), seed=config.seed, **settings))
 
-    def eval_stage(model: Path, baseline: bool) -> Callable[[Path], Any]:
+    def eval_stage(model: Path | str, baseline: bool) -> Callable[[Path], Any]:
         return lambda f: _evaluate(model, suite_eval / "samples.jsonl", f, preset["eval"], baseline)
 
     runs: dict[str, dict[str, Any]] = {"grpo": {}} | (ABLATIONS if config.ablations else {})
@@ -156,10 +159,15 @@ def main(config: PipelineConfig) -> dict[str, Any]:
     for name, flags in runs.items():
         checkpoints[name] = _stage(out, name, grpo_stage(preset["grpo"] | flags))
     tables = {}
-    for name, model in checkpoints.items():
+    # Reference rows: the teacher that wrote the trajectories (it uses the truth where frames cannot tell) and the
+    # oracle; what imitation could reach, not models.
+    evaluated: dict[str, Path | str] = {**checkpoints, "teacher": "teacher", "oracle": "oracle"}
+    variety = {}
+    for name, model in evaluated.items():
         folder = _stage(out, f"eval_{name}", eval_stage(model, baseline=name == "sft"))
         tables[name] = json.loads((folder / "tables.json").read_text())
-    summary = summarize_runs(tables)
+        variety[name] = first_turn_variety(folder / "results.jsonl")
+    summary = summarize_runs(tables, variety)
     write_text_atomic(out / "results.md", summary + "\n")
     write_text_atomic(out / "results.json", json.dumps(tables, indent=2))
     # The GA-GRPO checkpoint with its model card: what medscope/models/medscope-tiny ships.
@@ -170,9 +178,19 @@ def main(config: PipelineConfig) -> dict[str, Any]:
     return tables
 
 
-def summarize_runs(tables: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """SFT vs GA-GRPO vs ablations vs uniform: grounding mIoU, grounded-VQA accuracy and mIoU, frames viewed."""
-    rows = ["| model | grounding mIoU | R@0.5 | GVQA Acc | GVQA mIoU | frames viewed |", "|---|---|---|---|---|---|"]
+def first_turn_variety(results: Path) -> str:
+    """How many different first turns a policy wrote over the questions, as ``k/n``: a model that writes the same
+    search for every question and video has not learnt to read them, whatever its scores."""
+    firsts = [json.loads(line)["episode"]["turns"][0]["raw"] for line in results.open() if line.strip()]
+    return f"{len(set(firsts))}/{len(firsts)}"
+
+
+def summarize_runs(tables: dict[str, dict[str, dict[str, Any]]], variety: dict[str, str] | None = None) -> str:
+    """SFT vs GA-GRPO vs ablations vs uniform: grounding mIoU, grounded-VQA accuracy and mIoU, frames viewed, and
+    (``variety``) the distinct first turns of each policy."""
+    variety = variety or {}
+    rows = ["| model | grounding mIoU | R@0.5 | GVQA Acc | GVQA mIoU | frames viewed | distinct first turns |",
+            "|---|---|---|---|---|---|---|"]
 
     def value(entry: dict[str, Any] | None, key: str) -> str:
         if not entry or key not in entry or entry[key] is None:
@@ -183,11 +201,13 @@ def summarize_runs(tables: dict[str, dict[str, dict[str, Any]]]) -> str:
     for name, runs in tables.items():
         for run, table in runs.items():
             label = name if run == "agent" else f"uniform baseline ({name} model)"
+            label += " (reference, knows the truth)" if name in ("teacher", "oracle") else ""
             ground = next((e for k, e in table.items() if k.startswith("grounding/")), None)
             vqa = next((e for k, e in table.items() if k.startswith("grounded_vqa/")), None)
             frames = [e["frames_viewed"] for e in table.values()]
             mean_frames = f"{sum(frames) / len(frames):.1f}" if frames else "–"
+            turns = variety.get(name, "–") if run == "agent" else "–"
             rows.append(f"| {label} | {value(ground, 'mIoU')} | {value(ground, 'R@0.5')} | {value(vqa, 'Acc')} | "
-                        f"{value(vqa, 'mIoU')} | {mean_frames} |")
+                        f"{value(vqa, 'mIoU')} | {mean_frames} | {turns} |")
     return "\n".join(rows)
 

@@ -19,13 +19,13 @@ BACKENDS = ("hf", "openai", "oracle", "teacher", "uniform", "random")
 def make_backend(
     kind: str, *, model: str | None = None, base_url: str | None = None, reference: Reference | None = None
 ) -> Backend:
-    """Build a backend by name; scripted policies need a ``reference``, model backends a ``model``."""
+    """Build a backend by name; scripted policies need a ``reference``, ``openai`` a ``model`` and a server; ``hf``
+    loads ``model`` (a local folder), the built-in medscope-tiny when none is given."""
     if kind == "hf":
-        if not model:
-            raise ValueError("--backend hf needs --model PATH (a local model folder)")
         from medscope.agent.backends.hf import HFBackend
+        from medscope.models import resolve_model
 
-        return HFBackend.from_pretrained(model)
+        return HFBackend.from_pretrained(resolve_model(model))
     if kind == "openai":
         if not model or not base_url:
             raise ValueError("--backend openai needs --model NAME and --base-url URL (e.g. http://localhost:8000/v1)")
@@ -44,7 +44,8 @@ def make_backend(
 
 
 def backend_from_spec(spec: str) -> Backend:
-    """A model backend from a one-string spec: ``hf:MODEL_DIR`` or ``openai:MODEL@BASE_URL``."""
+    """A model backend from a one-string spec: ``hf:MODEL_DIR`` (or ``hf:medscope-tiny``) or
+    ``openai:MODEL@BASE_URL``."""
     kind, _, rest = spec.partition(":")
     if kind == "hf" and rest:
         return make_backend("hf", model=rest)

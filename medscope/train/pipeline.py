@@ -28,8 +28,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "vocab_size": 3000, "max_pixels": 128 * 96},
         "sft1": {"epochs": 2.0, "lr": 1e-3, "batch_size": 4, "grad_accum": 1, "gradient_checkpointing": False},
         # 3 epochs at 5e-4 over 108 trajectories left the 1.2 M-parameter model emitting broken JSON (loss 1.65) and
-        # GA-GRPO without a single rewarded rollout; ~650 updates at 2e-3 give protocol-valid tool calls and answers.
-        "sft2": {"epochs": 5.0, "lr": 2e-3, "batch_size": 2, "grad_accum": 1, "gradient_checkpointing": False},
+        # GA-GRPO without a single rewarded rollout. 5 epochs at 2e-3 (630 updates) give protocol-valid turns but the
+        # same search for every question, even on training samples (5 distinct first turns over 74 questions); at
+        # 10 epochs the model starts to read the question (18 distinct, as many as the teacher writes).
+        "sft2": {"epochs": 10.0, "lr": 2e-3, "batch_size": 2, "grad_accum": 1, "gradient_checkpointing": False},
         "grpo": {"max_steps": 40, "lr": 1e-5, "group_size": 4, "batch_size": 4, "max_completion_length": 1024,
                  "gradient_checkpointing": False},
         "eval": {"limit": 0, "max_new_tokens": 160},

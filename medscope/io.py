@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 
@@ -26,8 +27,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
+@cache
 def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    # Reading the umask means setting it; do it once per process, not on every write (another thread creating a
+    # file in between would get the temporary value).
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 

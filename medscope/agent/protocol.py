@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -218,3 +219,36 @@ def parse_answer_window(answer: str) -> Window | None:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def tool_calls(turns: Sequence[str], duration: float) -> list[ToolCall]:
+    """The well-formed tool calls among a rollout's assistant turns, in order."""
+    return [p for p in (parse_turn(t, duration=duration) for t in turns) if isinstance(p, ToolCall)]
+
+
+def _number(value: object) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None  # type: ignore[arg-type]
+
+
+def last_crop(turns: Sequence[str], duration: float) -> tuple[float, float] | None:
+    """The last valid ``crop_video`` window of a rollout (its assistant turns), clamped into the video as the tool
+    clamps it. The rewards score it; the teacher policy reads what it watched last."""
+    for call in reversed(tool_calls(turns, duration)):
+        if call.name == "crop_video" and isinstance(call.arguments, dict):
+            start, end = _number(call.arguments.get("start_time")), _number(call.arguments.get("end_time"))
+            if start is not None and end is not None:
+                start, end = min(max(start, 0.0), duration), min(max(end, 0.0), duration)
+                if end > start:
+                    return start, end
+    return None
+
+
+def last_frame(turns: Sequence[str], duration: float) -> float | None:
+    """The last valid ``get_frame`` timestamp of a rollout, clamped into the video."""
+    for call in reversed(tool_calls(turns, duration)):
+        if call.name == "get_frame" and isinstance(call.arguments, dict):
+            t = _number(call.arguments.get("timestamp"))
+            if t is not None:
+                return min(max(t, 0.0), duration)
+    return None

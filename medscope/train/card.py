@@ -22,12 +22,14 @@ INFERENCE_FILES = ("config.json", "generation_config.json", "model.safetensors",
 
 def log_history(stage: Path) -> list[dict[str, Any]]:
     """The trainer's log of a finished stage folder: its own trainer_state.json, else its last checkpoint's."""
-    states = [stage / "trainer_state.json"]
-    states += sorted(stage.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
-    found = [p for p in states if p.is_file()]
-    if not found:
-        return []
-    return list(json.loads((found[0] if found[0].parent == stage else found[-1]).read_text())["log_history"])
+    state = stage / "trainer_state.json"
+    if not state.is_file():
+        checkpoints = sorted(stage.glob("checkpoint-*/trainer_state.json"),
+                             key=lambda p: int(p.parent.name.split("-")[1]))
+        if not checkpoints:
+            return []
+        state = checkpoints[-1]
+    return list(json.loads(state.read_text())["log_history"])
 
 
 def curve(history: list[dict[str, Any]], key: str, window: int = 10) -> tuple[float, float] | None:

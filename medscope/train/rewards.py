@@ -26,7 +26,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from medscope.agent.protocol import FinalAnswer, ToolCall, parse_turn
+from medscope.agent.protocol import FinalAnswer, ToolCall, last_crop, last_frame, parse_turn, tool_calls
 from medscope.eval.metrics import answer_score, iou
 from medscope.suite.records import Sample
 from medscope.video.tools import TOOL_ARGUMENTS
@@ -58,36 +58,6 @@ class RewardBreakdown:
 
     def as_dict(self) -> dict[str, float | bool]:
         return asdict(self)
-
-
-def _calls(turns: Sequence[str], duration: float) -> list[ToolCall]:
-    return [p for p in (parse_turn(t, duration=duration) for t in turns) if isinstance(p, ToolCall)]
-
-
-def _number(value: object) -> float | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None  # type: ignore[arg-type]
-
-
-def last_crop(turns: Sequence[str], duration: float) -> tuple[float, float] | None:
-    """The last valid ``crop_video`` window, clamped into the video as the tool clamps it."""
-    for call in reversed(_calls(turns, duration)):
-        if call.name == "crop_video" and isinstance(call.arguments, dict):
-            start, end = _number(call.arguments.get("start_time")), _number(call.arguments.get("end_time"))
-            if start is not None and end is not None:
-                start, end = min(max(start, 0.0), duration), min(max(end, 0.0), duration)
-                if end > start:
-                    return start, end
-    return None
-
-
-def last_frame(turns: Sequence[str], duration: float) -> float | None:
-    for call in reversed(_calls(turns, duration)):
-        if call.name == "get_frame" and isinstance(call.arguments, dict):
-            t = _number(call.arguments.get("timestamp"))
-            if t is not None:
-                return min(max(t, 0.0), duration)
-    return None
 
 
 def final_answer(turns: Sequence[str], duration: float) -> FinalAnswer | None:
@@ -152,7 +122,7 @@ def total_reward(turns: Sequence[str], sample: Sample, config: RewardConfig | No
     crop, frame = crop_reward(turns, sample, config), frame_reward(turns, sample, config)
     evidence = crop + frame if config.evidence_reward else 0.0
     total = config.w_acc * acc + config.w_fmt * fmt + config.w_evi * evidence
-    used_tool = bool(_calls(turns, sample.duration))
+    used_tool = bool(tool_calls(turns, sample.duration))
     return RewardBreakdown(acc, fmt, crop, frame, evidence, total, used_tool)
 
 

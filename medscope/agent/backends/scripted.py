@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from medscope.agent.backends.base import Message, message_text
-from medscope.agent.protocol import ToolCall, Window, parse_turn, render_answer, render_tool_call, render_window
+from medscope.agent.protocol import Window, last_crop, render_answer, render_tool_call, render_window
 
 _DURATION = re.compile(r"Video duration: ([0-9.]+)s")
 _STAMP = re.compile(r"\[([0-9]+(?:\.[0-9]+)?)s\]")
@@ -55,6 +55,11 @@ def _duration(messages: Sequence[Message]) -> float:
 
 def _stamps(message: Message) -> list[float]:
     return [float(t) for t in _STAMP.findall(message_text(message))]
+
+
+def _inside(seen: Sequence[float], window: Window) -> list[float]:
+    """The seen timestamps that fall inside ``window`` (ends included): the frames that show it."""
+    return [t for t in seen if window[0] <= t <= window[1]]
 
 
 def _turns_taken(messages: Sequence[Message]) -> int:
@@ -90,7 +95,7 @@ class OracleBackend:
         centre, half = (start + end) / 2, max((end - start) * self.widen, self.min_coarse_seconds) / 2
         step = _turns_taken(messages)
         seen = _stamps(messages[-1])  # what the last observation showed, to cite it
-        inside = [t for t in seen if start <= t <= end]
+        inside = _inside(seen, (start, end))
         if step == 0:
             lo, hi = max(0.0, centre - half), min(duration, centre + half)
             before = max((t for t in seen if t < lo), default=0.0)
@@ -123,7 +128,7 @@ def _bracket(seen: Sequence[float], window: Window, bounds: Window) -> Window:
 def _as_seen(seen: Sequence[float], window: Window, bounds: Window) -> tuple[Window, list[float]]:
     """Where the frames put ``window``: the frames inside it, widened by half their spacing (the bracket when
     no frame falls inside), and those frames."""
-    hits = [t for t in seen if window[0] <= t <= window[1]]
+    hits = _inside(seen, window)
     if not hits:
         return _bracket(seen, window, bounds), hits
     ordered = sorted(seen)
@@ -133,15 +138,6 @@ def _as_seen(seen: Sequence[float], window: Window, bounds: Window) -> tuple[Win
 
 def _times(stamps: Sequence[float]) -> str:
     return ", ".join(f"{t:.1f}s" for t in stamps)
-
-
-def _last_crop(messages: Sequence[Message], duration: float) -> Window | None:
-    for message in reversed(messages):
-        if message["role"] == "assistant":
-            call = parse_turn(message_text(message), duration=duration)
-            if isinstance(call, ToolCall) and call.name == "crop_video":
-                return float(call.arguments["start_time"]), float(call.arguments["end_time"])
-    return None
 
 
 class TeacherBackend:
@@ -169,7 +165,8 @@ class TeacherBackend:
         truth = self.reference.windows[0]
         seen = _stamps(messages[-1])
         step = _turns_taken(messages)
-        watched = _last_crop(messages, duration) or (0.0, duration)
+        own_turns = [message_text(m) for m in messages if m["role"] == "assistant"]
+        watched = last_crop(own_turns, duration) or (0.0, duration)  # what the last crop showed
         if step == 0:
             context = self.reference.context or truth
             lo, hi = _bracket(seen, context, watched)
@@ -177,7 +174,7 @@ class TeacherBackend:
             think = (f"It should happen {where}; the overview frames at {lo:.1f}s and {hi:.1f}s bracket it. "
                      "Watch that part.")
         elif step == 1:
-            hits = [t for t in seen if truth[0] <= t <= truth[1]]
+            hits = _inside(seen, truth)
             lo, hi = _bracket(seen, (hits[0], hits[-1]) if hits else truth, watched)
             think = (f"The frames at {_times(hits)} show it." if hits else "No frame shows it clearly yet.")
             think += f" Look closer between {lo:.1f}s and {hi:.1f}s."
@@ -185,14 +182,13 @@ class TeacherBackend:
             (lo, hi), hits = _as_seen(seen, truth, watched)
             shown = f"The frames at {_times(hits)} show it" if hits else "It falls between these frames"
             think = f"{shown}, from about {lo:.1f}s to {hi:.1f}s. Watch just that."
+        elif step == 3:
+            centre = (watched[0] + watched[1]) / 2
+            think = f"Inspect {centre:.1f}s at full detail to be sure."
+            return render_tool_call("get_frame", {"timestamp": round(centre, 1)}, think)
         else:
-            window = watched
-            if step == 3:
-                centre = (window[0] + window[1]) / 2
-                think = f"Inspect {centre:.1f}s at full detail to be sure."
-                return render_tool_call("get_frame", {"timestamp": round(centre, 1)}, think)
             think = f"The frames at {_times(seen) or 'the crop'} confirm it."
-            return _answer(self.reference, window, think, messages)
+            return _answer(self.reference, watched, think, messages)
         return render_tool_call("crop_video", {"start_time": round(lo, 1), "end_time": round(hi, 1)}, think)
 
 

@@ -61,9 +61,11 @@ def small_eval(annotation_path: Path, out: Path) -> dict[str, str]:
     from medscope.eval.runner import EvalConfig, evaluate
     from medscope.eval.tables import markdown, write_tables
     from medscope.suite.build import BuildConfig, build, funnel_markdown
+    from medscope.suite.qa import QAConfig
 
     suite = out / "suite"
-    table = build(BuildConfig(source="synthclin", annotations=str(annotation_path), out=str(suite), workers=1))
+    table = build(BuildConfig(source="synthclin", annotations=str(annotation_path), out=str(suite), workers=1,
+                              qa=QAConfig(max_per_task=6)))  # a few questions per task keep the demo short
     print("\nClinVideoSuite from this video (generated → filtered → kept):\n" + funnel_markdown(table))
     run = out / "eval"
     for folder in (run / BUILTIN_MODEL, run / "oracle"):  # a demo starts afresh; `medscope eval` resumes

@@ -11,6 +11,7 @@ import pytest
 from medscope.suite.adapters import ADAPTERS, AdapterError, load_annotations
 from medscope.suite.adapters import cholec80 as cholec80_adapter
 from medscope.suite.adapters.medvidqa import clock_seconds
+from medscope.suite.loading import LoadContext, LoadOptions
 from medscope.suite.records import VideoAnnotation
 from medscope.video.synthclin import SynthClinConfig, plan_annotation
 
@@ -20,13 +21,23 @@ def _write(path: Path, content: str) -> Path:
     return path
 
 
-def _raises(source: str, path: Path, *fragments: str) -> str:
-    """Load ``path`` expecting an ``AdapterError`` naming the file and every fragment; returns the message."""
+def _raises(source: str, path: Path, *fragments: str, skipped: bool = True, **options: object) -> str:
+    """With ``--strict``, loading ``path`` raises an ``AdapterError`` naming the file and every fragment. By
+    default (``skipped``) the same fault is a note of a skipped or clamped record that names them too, and the
+    file still loads; a fault of the whole file (``skipped=False``) raises either way. Returns the message."""
     with pytest.raises(AdapterError) as info:
-        load_annotations(source, path)
+        load_annotations(source, path, LoadContext(LoadOptions(strict=True, **options)))  # type: ignore[arg-type]
     message = str(info.value)
     for fragment in (path.name, *fragments):
         assert fragment in message, f"{fragment!r} not in {message!r}"
+    ctx = LoadContext(LoadOptions(**options))  # type: ignore[arg-type]
+    if not skipped:
+        with pytest.raises(AdapterError, match=path.name):
+            load_annotations(source, path, ctx)
+        return message
+    load_annotations(source, path, ctx)
+    assert [n.detail for n in ctx.notes] == [message], "the lenient load notes exactly the fault strict raised"
+    assert ctx.notes[0].reason and ctx.notes[0].where in message and ctx.notes[0].action in ("skipped", "clamped")
     return message
 
 
@@ -79,11 +90,12 @@ def test_synthclin_folder_skips_other_json(tmp_path: Path, synth_annotation: dic
 def test_synthclin_errors_name_file_and_json_path(tmp_path: Path, synth_annotation: dict) -> None:
     bad = json.loads(json.dumps(synth_annotation))
     bad["events"][0]["end"] = 500.0
-    _raises("synthclin", _write(tmp_path / "late.json", json.dumps(bad)), "events[0]", "duration 120")
+    _raises("synthclin", _write(tmp_path / "late.json", json.dumps(bad)), "events[0]", "(120 s)")
     del bad["events"][0]["label"]
     _raises("synthclin", _write(tmp_path / "nolabel.json", json.dumps(bad)), "events[0]", "'label'")
-    _raises("synthclin", _write(tmp_path / "schema.json", '{"schema": "x/1"}'), "schema", "synthclin/1")
-    _raises("synthclin", _write(tmp_path / "broken.json", '{\n  "schema": "synthclin/1",\n  "video": }'), ":3:")
+    _raises("synthclin", _write(tmp_path / "schema.json", '{"schema": "x/1"}'), "schema", "synthclin/1", skipped=False)
+    _raises("synthclin", _write(tmp_path / "broken.json", '{\n  "schema": "synthclin/1",\n  "video": }'), ":3:",
+            skipped=False)
 
 
 # --- ActivityNet Captions --------------------------------------------------------------------------------
@@ -113,13 +125,16 @@ def test_activitynet_captions(tmp_path: Path) -> None:
     assert {s.kind for s in first.segments} == {"caption"}
     assert videos["v_ehGHCYKzyZ8"].segments[0].end == 12.5
     assert videos["v_nwznKOuZM7w"].video == "d/nw.mkv"
+    assert [s.source_id for s in first.segments] == ["v_QOlSCBRmfWY/0", "v_QOlSCBRmfWY/1", "v_QOlSCBRmfWY/2"]
+    assert {v.split for v in videos.values()} == {"val"}
 
 
 @pytest.mark.parametrize(
     ("video", "change", "fragments"),
     [
         ("v_ehGHCYKzyZ8", {"timestamps": [[0, 12.5], [20, 30]]}, ("v_ehGHCYKzyZ8", "2 timestamps but 1 sentences")),
-        ("v_ehGHCYKzyZ8", {"timestamps": [[0, 65]]}, ("v_ehGHCYKzyZ8.timestamps[0]", "duration 61.72")),
+        ("v_ehGHCYKzyZ8", {"timestamps": [[0, 65]]}, ("v_ehGHCYKzyZ8.timestamps[0]", "(61.72 s)", "clamped")),
+        ("v_ehGHCYKzyZ8", {"timestamps": [[62, 65]]}, ("v_ehGHCYKzyZ8.timestamps[0]", "at or after the video's end")),
         ("v_ehGHCYKzyZ8", {"timestamps": [[12.5, 3]]}, ("v_ehGHCYKzyZ8.timestamps[0]", "reversed")),
         ("v_nwznKOuZM7w", {"timestamps": [[3, "9"]]}, ("v_nwznKOuZM7w.timestamps[0][1]", "'9'")),
         ("v_nwznKOuZM7w", {"duration": None}, ("v_nwznKOuZM7w.duration", "duration")),
@@ -128,14 +143,27 @@ def test_activitynet_captions(tmp_path: Path) -> None:
 )
 def test_activitynet_errors(tmp_path: Path, video: str, change: dict, fragments: tuple[str, ...]) -> None:
     data = json.loads(json.dumps(ACTIVITYNET))
+    data["v_QOlSCBRmfWY"]["timestamps"][2][1] = 82.73  # no other fault than the one under test
     data[video].update(change)
     _raises("activitynet", _write(tmp_path / "train.json", json.dumps(data)), *fragments)
+
+
+def test_activitynet_reversed_window_skips_one_caption_not_the_file(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(ACTIVITYNET))
+    data["v_QOlSCBRmfWY"]["timestamps"][1] = [60.81, 17.37]  # as v_0bosp4-pyTM in the official train.json
+    ctx = LoadContext()
+    videos = _by_id(load_annotations("activitynet", _write(tmp_path / "train.json", json.dumps(data)), ctx))
+    assert len(videos) == 3 and [s.source_id for s in videos["v_QOlSCBRmfWY"].segments] == [
+        "v_QOlSCBRmfWY/0", "v_QOlSCBRmfWY/2"]
+    assert ctx.records == 3 + 5 and ctx.counts()["skipped"] == {"reversed window": 1}
+    assert ctx.counts()["clamped"] == {"window overruns the video": 1}  # [56.26, 83.5] in an 82.73 s video
+    assert ctx.notes[0].record == "v_QOlSCBRmfWY/1" and "timestamps[1]" in ctx.notes[0].where
 
 
 def test_activitynet_json_syntax_error_names_the_line(tmp_path: Path) -> None:
     text = json.dumps(ACTIVITYNET, indent=1).replace('"sentences"', "sentences", 2)
     line = next(k for k, row in enumerate(text.splitlines(), start=1) if row.strip().startswith("sentences"))
-    _raises("activitynet", _write(tmp_path / "train.json", text), f"train.json:{line}:", "invalid JSON")
+    _raises("activitynet", _write(tmp_path / "train.json", text), f"train.json:{line}:", "invalid JSON", skipped=False)
 
 
 # --- Charades-STA ----------------------------------------------------------------------------------------
@@ -156,7 +184,22 @@ def test_charades_sta_groups_by_video(tmp_path: Path) -> None:
     assert (y6.video, y6.duration, y6.source) == ("Y6R7T.mp4", None, "charades")
     assert [(s.start, s.end, s.kind) for s in y6.segments] == [(11.2, 17.8, "query"), (20.1, 24.3, "query")]
     assert y6.segments[1].text == "person takes a towel from the closet."
-    assert y6.segments[1].meta == {"line": 6}
+    assert y6.segments[1].source_id == "charades_sta_train:6" and y6.split == "train"
+
+
+def test_charades_lengths_come_from_the_charades_csv(tmp_path: Path) -> None:
+    csv = ("id,subject,scene,quality,relevance,verified,script,objects,descriptions,actions,length\r\n"
+           'Y6R7T,HR43,Kitchen,6,7,Yes,"A person opens a door, then...",door;towel,"A person opens the door.",'
+           "c006 11.2 17.8;c035 20.1 24.3,30.12\r\n"
+           "AO8RW,HR44,Bedroom,5,7,Yes,script,book,desc,,8.5\r\n")
+    options = {"lengths": str(_write(tmp_path / "Charades_v1_train.csv", csv))}
+    videos = _by_id(load_annotations("charades", _write(tmp_path / "charades_sta_train.txt", CHARADES),
+                                     LoadContext(LoadOptions(**options))))  # type: ignore[arg-type]
+    assert (videos["Y6R7T"].duration, videos["AO8RW"].duration, videos["KAE9W"].duration) == (30.12, 8.5, None)
+    # AO8RW's second query ends at 9.1 s in an 8.5 s video: clamped by the builder, strictly an error here too
+    late = CHARADES.replace("AO8RW 2.5 9.1", "AO8RW 8.6 9.1")
+    _raises("charades", _write(tmp_path / "charades_sta_test.txt", late), "charades_sta_test.txt:2:", "at or after",
+            **options)
 
 
 @pytest.mark.parametrize(
@@ -172,6 +215,8 @@ def test_charades_sta_groups_by_video(tmp_path: Path) -> None:
 def test_charades_sta_errors_name_the_line(tmp_path: Path, line: str, fragment: str) -> None:
     path = _write(tmp_path / "charades_sta_test.txt", CHARADES.replace("KAE9W 0 3##the person sits down.", line))
     _raises("charades", path, "charades_sta_test.txt:5:", fragment)
+    [kept] = [v for v in load_annotations("charades", path) if v.video_id == "Y6R7T"]  # the rest still loads
+    assert len(kept.segments) == 2
 
 
 # --- QVHighlights ----------------------------------------------------------------------------------------
@@ -212,9 +257,9 @@ def test_qvhighlights_queries_keep_every_window(tmp_path: Path) -> None:
     assert [v.video_id for v in videos] == ["bP5KfdFJzC4_660.0_810.0", "NUsG9BgSes0_210.0_360.0"]
     first, second = videos
     assert (first.video, first.duration, first.source) == ("bP5KfdFJzC4_660.0_810.0.mp4", 150.0, "qvhighlights")
-    assert [(s.meta["qid"], s.start, s.end, s.kind) for s in first.segments] == [
-        (8737, 0.0, 16.0, "query"),
-        (5071, 60.0, 70.0, "query"),
+    assert [(s.source_id, s.start, s.end, s.kind) for s in first.segments] == [
+        ("8737", 0.0, 16.0, "query"),
+        ("5071", 60.0, 70.0, "query"),
     ]
     [cooked] = second.segments
     assert cooked.text == "A girl and her mother cooked."
@@ -227,10 +272,12 @@ def test_qvhighlights_errors_name_the_line(tmp_path: Path) -> None:
     path = _write(tmp_path / "highlight_test_release.jsonl", _jsonl(test_split))
     _raises("qvhighlights", path, "highlight_test_release.jsonl:2:", "relevant_windows")
     late = [QVH[0], {**QVH[1], "relevant_windows": [[26, 36], [140, 160]]}]
-    _raises("qvhighlights", _write(tmp_path / "late.jsonl", _jsonl(late)), "late.jsonl:2: relevant_windows[1]")
+    _raises("qvhighlights", _write(tmp_path / "late.jsonl", _jsonl(late)), "late.jsonl:2: relevant_windows[1]",
+            "clamped")
     mixed = [QVH[0], {**QVH[2], "duration": 120}]
     _raises("qvhighlights", _write(tmp_path / "mixed.jsonl", _jsonl(mixed)), "mixed.jsonl:2: duration", "150")
-    _raises("qvhighlights", _write(tmp_path / "bad.jsonl", _jsonl(QVH[:2]) + "\n{oops\n"), "bad.jsonl:4:", "JSON")
+    _raises("qvhighlights", _write(tmp_path / "bad.jsonl", _jsonl([QVH[0], QVH[2]]) + "\n{oops\n"), "bad.jsonl:4:",
+            "JSON")
 
 
 # --- Cholec80 --------------------------------------------------------------------------------------------
@@ -251,8 +298,10 @@ def test_cholec80_phase_runs(tmp_path: Path) -> None:
         "video01-phase.txt",
         [("Preparation", 25), ("CalotTriangleDissection", 75), ("ClippingCutting", 50), ("GallbladderDissection", 10)],
     )
-    _write(tmp_path / "video01-tool.txt", "Frame\tGrasper\n0\t1\n")  # not a phase file: ignored
-    videos = load_annotations("cholec80", tmp_path)
+    _write(tmp_path / "video01-tool.txt", "Frame\tGrasper\n0\t1\n")  # a tool file with a bad header: noted
+    ctx = LoadContext(LoadOptions(fps=25.0))
+    videos = load_annotations("cholec80", tmp_path, ctx)
+    assert [(n.action, n.reason, n.record) for n in ctx.notes] == [("skipped", "unexpected header", "video01-tool.txt")]
     assert [(v.video_id, v.video, v.duration) for v in videos] == [
         ("video01", "video01.mp4", 6.4),
         ("video02", "video02.mp4", 6.0),
@@ -271,7 +320,7 @@ def test_cholec80_phase_runs(tmp_path: Path) -> None:
         "The gallbladder dissection phase.",
     ]
     assert one[1].meta == {"name": "Calot triangle dissection"}
-    [again] = cholec80_adapter.load(tmp_path / "video02-phase.txt", fps=1.0)
+    [again] = cholec80_adapter.load(tmp_path / "video02-phase.txt", LoadContext(LoadOptions(fps=1.0)))
     assert (again.duration, again.segments[1].start, again.segments[1].end) == (150.0, 50.0, 150.0)
 
 
@@ -286,7 +335,30 @@ def test_cholec80_phase_runs(tmp_path: Path) -> None:
     ],
 )
 def test_cholec80_errors_name_the_line(tmp_path: Path, text: str, fragments: tuple[str, ...]) -> None:
-    _raises("cholec80", _write(tmp_path / "video03-phase.txt", text), *fragments)
+    _raises("cholec80", _write(tmp_path / "video03-phase.txt", text), *fragments, fps=25.0)
+
+
+def test_cholec80_never_assumes_a_frame_rate(tmp_path: Path) -> None:
+    path = _phase_file(tmp_path, "video05-phase.txt", [("Preparation", 50)])
+    message = _raises("cholec80", path, "--fps 25")
+    assert "frame rate" in message
+
+
+def test_cholec80_tool_presence_runs(tmp_path: Path) -> None:
+    phases = _phase_file(tmp_path / "phase_annotations", "video07-phase.txt",
+                         [("Preparation", 100), ("CalotTriangleDissection", 150)]) if (
+        (tmp_path / "phase_annotations").mkdir() or True) else None
+    (tmp_path / "tool_annotations").mkdir()
+    tools = ["Frame\tGrasper\tBipolar\tHook\tScissors\tClipper\tIrrigator\tSpecimenBag"]
+    hook = [0, 1, 1, 0, 0, 1, 1, 1, 0, 1]  # one row per 25 frames = 1 s at 25 fps
+    tools += [f"{25 * k}\t1\t0\t{h}\t0\t0\t0\t0" for k, h in enumerate(hook)]
+    _write(tmp_path / "tool_annotations" / "video07-tool.txt", "\n".join(tools) + "\n")
+    [video] = load_annotations("cholec80", tmp_path, LoadContext(LoadOptions(fps=25.0)))
+    assert phases is not None and video.duration == 10.0
+    hooks = [(s.start, s.end) for s in video.segments if s.label == "Hook"]
+    assert hooks == [(1.0, 3.0), (5.0, 8.0), (9.0, 10.0)]
+    grasper = [s for s in video.segments if s.label == "Grasper"]
+    assert [(s.start, s.end, s.kind, s.text) for s in grasper] == [(0.0, 10.0, "instrument", "A grasper is in view.")]
 
 
 def test_cholec80_readable_names() -> None:
@@ -343,7 +415,8 @@ def test_medvidqa_questions(tmp_path: Path) -> None:
         (74.0, 148.0, "question", "How to place a cervical collar?"),
         (250.0, 324.0, "question", "How to check the collar fit?"),
     ]
-    assert collar[0].meta == {"sample_id": 1, "url": "https://www.youtube.com/watch?v=YdZJ7xk2RaU"}
+    assert collar[0].meta == {"url": "https://www.youtube.com/watch?v=YdZJ7xk2RaU"} and collar[0].source_id == "1"
+    assert {v.split for v in videos} == {"val"}
     [chin] = videos[1].segments  # no *_second fields: parsed from H:MM:SS, and the url from video_link
     assert (chin.start, chin.end, chin.meta["url"]) == (3605.0, 3690.5, "https://youtu.be/aB3x")
 
@@ -353,8 +426,8 @@ def test_medvidqa_questions(tmp_path: Path) -> None:
     [
         ({"answer_end_second": 160}, ("[0]", "answer_end_second=160", "'02:28'")),
         ({"answer_start": "1m14s"}, ("[0].answer_start", "MM:SS")),
-        ({"answer_end_second": 400, "answer_end": "06:40"}, ("[0]", "duration 324")),
-        ({"video_length": 100}, ("[0]", "duration 100")),
+        ({"answer_end_second": 400, "answer_end": "06:40"}, ("[0]", "(324 s)", "clamped")),
+        ({"video_length": 100, "video_id": "short"}, ("[0]", "(100 s)")),
         ({"question": None}, ("[0].question", "non-empty string")),
     ],
 )
@@ -368,7 +441,7 @@ def test_medvidqa_video_length_must_agree(tmp_path: Path) -> None:
     data = json.loads(json.dumps(MEDVIDQA))
     data[2]["video_length"] = 330
     _raises("medvidqa", _write(tmp_path / "train.json", json.dumps(data)), "[2].video_length", "324")
-    _raises("medvidqa", _write(tmp_path / "dict.json", '{"samples": []}'), "expected a JSON list")
+    _raises("medvidqa", _write(tmp_path / "dict.json", '{"samples": []}'), "expected a JSON list", skipped=False)
 
 
 def test_clock_seconds() -> None:
@@ -382,7 +455,7 @@ def test_clock_seconds() -> None:
 def test_dispatch_and_unknown_source(tmp_path: Path) -> None:
     assert set(ADAPTERS) == {"synthclin", "activitynet", "charades", "qvhighlights", "cholec80", "medvidqa"}
     path = _write(tmp_path / "charades.txt", CHARADES)
-    assert load_annotations("charades", str(path)) == ADAPTERS["charades"](path)
+    assert load_annotations("charades", str(path)) == ADAPTERS["charades"](path, LoadContext())
     with pytest.raises(ValueError, match=r"unknown annotation source 'ego4d'.*charades.*medvidqa"):
         load_annotations("ego4d", path)
     with pytest.raises(FileNotFoundError):

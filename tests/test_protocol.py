@@ -10,7 +10,7 @@ from medscope.agent.protocol import (
     FinalAnswer,
     FormatError,
     ToolCall,
-    parse_answer_window,
+    parse_answer_windows,
     parse_turn,
     render_answer,
     render_tool_call,
@@ -34,8 +34,9 @@ def test_round_trip_answer_with_and_without_evidence() -> None:
 def test_grounding_answer_is_a_window() -> None:
     parsed = parse_turn(render_answer("[124.00, 132.00]", "There."))
     assert isinstance(parsed, FinalAnswer)
-    assert parse_answer_window(parsed.answer) == (124.0, 132.0)
-    assert parse_answer_window("the bleeding") is None
+    assert parse_answer_windows(parsed.answer) == ((124.0, 132.0),)
+    assert parse_answer_windows("[[1, 2], [5.5, 7]]") == ((1.0, 2.0), (5.5, 7.0))
+    assert parse_answer_windows("the bleeding") is None
 
 
 @pytest.mark.parametrize(

@@ -19,12 +19,35 @@ def _sample(**changes: object) -> Sample:
 
 
 def test_round_trip(tmp_path: Path) -> None:
-    samples = [_sample(), _sample(id="x", task="mcq", options=["a", "b"], answer="B")]
+    video = str(tmp_path / "videos" / "v.mp4")
+    samples = [_sample(video=video, source_id="17", split="val"),
+               _sample(id="x", task="mcq", options=["a", "b"], answer="B", video=video)]
     assert write_jsonl(tmp_path / "s.jsonl", samples) == 2
     assert list(read_jsonl(tmp_path / "s.jsonl")) == samples
     traj = Trajectory(samples[0], [{"text": "<answer>[1.00, 2.00]</answer>", "observation": None}], "cot", [1.5])
     write_jsonl(tmp_path / "t.jsonl", [traj])
     assert list(read_jsonl(tmp_path / "t.jsonl", "trajectory")) == [traj]
+
+
+def test_video_paths_are_relative_to_the_file_so_a_suite_moves_and_reads_from_anywhere(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    write_jsonl(Path("suite/s.jsonl"), [_sample(video="data/v.mp4")])  # relative to the working folder
+    assert json.loads(Path("suite/s.jsonl").read_text())["video"] == "../data/v.mp4"
+    (tmp_path / "moved").mkdir()
+    Path("suite").rename(tmp_path / "moved" / "suite")
+    Path("data").rename(tmp_path / "moved" / "data")
+    monkeypatch.chdir(tmp_path / "moved" / "suite")  # another working folder
+    [sample] = read_jsonl(tmp_path / "moved" / "suite" / "s.jsonl")
+    assert Path(sample.video) == tmp_path / "moved" / "data" / "v.mp4"
+
+
+def test_older_schema_asks_for_a_rebuild(tmp_path: Path) -> None:
+    old = dataclasses.asdict(_sample()) | {"schema": "medscope.sample/1"}
+    (tmp_path / "s.jsonl").write_text(json.dumps(old) + "\n")
+    with pytest.raises(RecordError, match="older medscope.*medscope suite build"):
+        list(read_jsonl(tmp_path / "s.jsonl"))
 
 
 @pytest.mark.parametrize(
@@ -34,6 +57,8 @@ def test_round_trip(tmp_path: Path) -> None:
         ({"evidence": [[5.0, 1.0]]}, "outside [0, 100.0] or reversed"),
         ({"evidence": [[1.0, 200.0]]}, "outside"),
         ({"evidence": [[1.0]]}, "[start, end] pairs"),
+        ({"evidence": []}, "'evidence' is empty"),
+        ({"source_id": 17}, "'source_id' must be null or a string"),
         ({"duration": 0.0}, "'duration' must be > 0"),
         ({"question": " "}, "field 'question' is empty"),
         ({"task": "mcq"}, "'options' is required"),

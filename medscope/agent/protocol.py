@@ -145,6 +145,13 @@ def render_window(window: Window) -> str:
     return f"[{window[0]:.2f}, {window[1]:.2f}]"
 
 
+def render_windows(windows: Sequence[Window]) -> str:
+    """A grounding answer: ``[s, e]`` for one window, ``[[s, e], [s, e]]`` for several (every truth window)."""
+    if len(windows) == 1:
+        return render_window(windows[0])
+    return "[" + ", ".join(render_window(w) for w in windows) + "]"
+
+
 def parse_turn(text: str, *, duration: float | None = None) -> Parsed:
     """Parse one assistant turn; never raises."""
     think_match = _THINK.search(text)
@@ -192,8 +199,8 @@ def parse_windows(text: str, *, duration: float | None = None) -> tuple[Window, 
     """``[[s, e], ...]`` (or one ``[s, e]``) as windows, or a message saying what is wrong."""
     try:
         value = json.loads(text.strip())
-    except json.JSONDecodeError:
-        return f"{text.strip()!r} is not a JSON list of [start, end] pairs."
+    except (ValueError, RecursionError):  # bad JSON, a number too long to convert, nesting too deep
+        return f"{_clip(text.strip())!r} is not a JSON list of [start, end] pairs."
     if isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value):
         value = [value]
     if not isinstance(value, list) or not value:
@@ -201,7 +208,7 @@ def parse_windows(text: str, *, duration: float | None = None) -> tuple[Window, 
     windows = []
     for pair in value:
         if not (isinstance(pair, list) and len(pair) == 2 and all(_is_number(v) for v in pair)):
-            return f"{pair!r} is not a [start, end] pair of numbers."
+            return f"{_clip(repr(pair))} is not a [start, end] pair of numbers."
         start, end = float(pair[0]), float(pair[1])
         if end < start:
             return f"window [{start:g}, {end:g}] ends before it starts."
@@ -211,10 +218,15 @@ def parse_windows(text: str, *, duration: float | None = None) -> tuple[Window, 
     return tuple(windows)
 
 
-def parse_answer_window(answer: str) -> Window | None:
-    """The window a grounding answer states (``[s, e]``), or None."""
+def parse_answer_windows(answer: str) -> tuple[Window, ...] | None:
+    """The windows a grounding answer states in the protocol's strict form (``[s, e]`` or ``[[s, e], ...]``),
+    or None. The evaluator reads more forms (``medscope.eval.answers``); the format reward accepts only these."""
     windows = parse_windows(answer)
-    return windows[0] if isinstance(windows, tuple) and len(windows) == 1 else None
+    return windows if isinstance(windows, tuple) else None
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_number(value: object) -> bool:

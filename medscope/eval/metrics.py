@@ -6,13 +6,18 @@ Formulas (all windows are ``[start, end]`` in seconds):
   the same moment, which scores 1.
 - ``set_iou(A, B)``: each set is first merged into disjoint intervals; IoU = total intersection / total union.
 - ``recall_at(ious, t)`` = share of samples with IoU >= t, in percent; ``mean_iou`` = mean IoU in percent.
+  Every threshold compares with ``at_least`` (a tolerance of ``TOLERANCE``), so an IoU of 0.5 that floats
+  compute as 0.49999999999999994 still counts as 0.5.
+- **Several truth windows** (one rule everywhere): ``answer_iou`` = ``set_iou`` of the windows the answer states
+  (read by ``medscope.eval.answers.read_windows``) with the sample's evidence windows. The eval IoU, R@k and
+  mIoU columns, grounding accuracy and the RL answer reward all use it; the crop and frame rewards use the
+  truth window the crop (or frame) overlaps most (``best_iou``).
 - ``normalize_answer``: lower case, punctuation to spaces, no articles, single spaces (SQuAD's normalisation,
   except that punctuation separates words, so "upper-left" matches "upper left").
 - ``token_f1`` = harmonic mean of token precision and recall after normalisation.
 - ``answer_score(prediction, sample) ∈ {0, 0.5, 1}`` (the offline accuracy rule, shared by the RL reward and
-  the evaluator): MCQ: the first option letter matches; grounding: 1 if the answered window has IoU >= 0.5
-  with the evidence, 0.5 if IoU > 0; short answers: 1 for a normalised exact match or token F1 >= 0.5,
-  0.5 for F1 >= 0.25.
+  the evaluator): MCQ: the first option letter matches; grounding: 1 if ``answer_iou`` >= 0.5, 0.5 if > 0;
+  short answers: 1 for a normalised exact match or token F1 >= 0.5, 0.5 for F1 >= 0.25.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 
-from medscope.agent.protocol import parse_answer_window
+from medscope.eval.answers import read_windows
 
 Window = Sequence[float]
+TOLERANCE = 1e-9
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -62,8 +68,24 @@ def set_iou(a: Sequence[Window], b: Sequence[Window]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def at_least(value: float, threshold: float) -> bool:
+    """``value >= threshold`` up to float rounding: the one comparison every IoU threshold uses."""
+    return value >= threshold - TOLERANCE
+
+
+def answer_iou(prediction: str | None, evidence: Sequence[Window]) -> float:
+    """IoU of the union of the windows an answer states with the union of the truth windows (0 if it states none)."""
+    reading = read_windows(prediction)
+    return set_iou(reading.windows, evidence) if reading else 0.0
+
+
+def best_iou(window: Window, evidence: Sequence[Window]) -> float:
+    """IoU of ``window`` with the truth window it overlaps most (how a crop is scored)."""
+    return max((iou(window, truth) for truth in evidence), default=0.0)
+
+
 def recall_at(ious: Sequence[float], threshold: float) -> float:
-    return 100.0 * sum(v >= threshold for v in ious) / len(ious) if ious else 0.0
+    return 100.0 * sum(at_least(v, threshold) for v in ious) / len(ious) if ious else 0.0
 
 
 def mean_iou(ious: Sequence[float]) -> float:
@@ -99,11 +121,8 @@ def answer_score(prediction: str | None, *, answer: str, task: str, evidence: Se
     if task == "mcq":
         return float(option_letter(prediction) is not None and option_letter(prediction) == option_letter(answer))
     if task == "grounding":
-        window = parse_answer_window(prediction)
-        if window is None or not evidence:
-            return 0.0
-        overlap = set_iou([window], evidence)
-        return 1.0 if overlap >= 0.5 else 0.5 if overlap > 0 else 0.0
+        overlap = answer_iou(prediction, evidence)
+        return 1.0 if at_least(overlap, 0.5) else 0.5 if overlap > 0 else 0.0
     if normalize_answer(prediction) == normalize_answer(answer):
         return 1.0
     f1 = token_f1(prediction, answer)

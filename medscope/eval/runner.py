@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 from medscope.agent.backends import Backend, backend_from_spec, make_backend
 from medscope.agent.loop import AgentConfig, run_episode
-from medscope.agent.protocol import parse_answer_window
 from medscope.agent.trace import Episode
+from medscope.eval.answers import read_windows
 from medscope.eval.judge import DIMENSIONS, Judge
-from medscope.eval.metrics import answer_score, iou, set_iou
+from medscope.eval.metrics import answer_iou, answer_score, set_iou
 from medscope.suite.records import Sample, read_jsonl
 from medscope.suite.trajectories import reference_for
 
@@ -55,7 +55,8 @@ class EvalConfig:
 
 
 def sample_metrics(sample: Sample, episode: Episode) -> dict[str, float | None]:
-    """Per-sample scores: accuracy (the shared rule), grounding IoU of the answered window, evidence IoU."""
+    """Per-sample scores: accuracy (the shared rule), grounding IoU of the answered windows (set IoU with every
+    truth window, the rule of ``medscope.eval.metrics``), evidence IoU."""
     metrics: dict[str, float | None] = {
         "accuracy": answer_score(episode.answer, answer=sample.answer, task=sample.task, evidence=sample.evidence),
         "evidence_iou": set_iou(episode.evidence, sample.evidence) if episode.evidence else 0.0,
@@ -64,9 +65,16 @@ def sample_metrics(sample: Sample, episode: Episode) -> dict[str, float | None]:
         "seconds": episode.seconds,
     }
     if sample.task == "grounding":
-        window = parse_answer_window(episode.answer or "")
-        metrics["iou"] = iou(window, sample.evidence[0]) if window else 0.0
+        metrics["iou"] = answer_iou(episode.answer, sample.evidence)
     return metrics
+
+
+def answer_parser(sample: Sample, episode: Episode) -> str | None:
+    """Which parser read a grounding answer's windows (``medscope.eval.answers``), "none" if none could."""
+    if sample.task != "grounding":
+        return None
+    reading = read_windows(episode.answer)
+    return reading.parser if reading else "none"
 
 
 def _repair_tail(path: Path) -> None:
@@ -129,7 +137,8 @@ def run_samples(
         if judge is not None and sample.task in JUDGED_TASKS:
             metrics |= judge_metrics(judge, sample, episode)
         result: dict[str, Any] = {"id": sample.id, "task": sample.task, "source": sample.source,
-                                  "video": sample.video, "run": run, "metrics": metrics, "episode": episode.to_dict()}
+                                  "video": sample.video, "run": run, "metrics": metrics,
+                                  "answer_parser": answer_parser(sample, episode), "episode": episode.to_dict()}
         line = json.dumps(result, ensure_ascii=False) + "\n"
         with lock:
             with path.open("a", encoding="utf-8") as handle:

@@ -1,6 +1,7 @@
 """Tables from result lines: the paper's columns per task and source, agent and baseline side by side.
 
-Columns: grounding R@0.3/0.5/0.7 and mIoU; grounded VQA mIoU (of the evidence) and Acc; MCQ Acc; captions
+Columns: grounding R@0.3/0.5/0.7 and mIoU (and ``lenient``: how many answers were read from prose rather than
+the protocol's ``[s, e]``); grounded VQA mIoU (of the evidence) and Acc; MCQ Acc; captions
 BLEU-4/CIDEr/METEOR/ROUGE-L (when ``medscope.eval.captions`` is available) ; cost: tool calls, frames viewed
 and seconds per question. Percentages carry a standard error clustered by video (many questions share one
 long video, so they are not independent). Output: Markdown, JSON and a PNG of score against frames viewed.
@@ -53,6 +54,8 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             ious = metric["iou"]
             entry |= {f"R@{t}": recall_at(ious, t) for t in (0.3, 0.5, 0.7)}
             entry["mIoU"] = {"value": mean_iou(ious), "se": 100 * clustered_se(ious, videos)}
+            # answers whose windows only the lenient parsers could read (prose, brackets in text): not the protocol
+            entry["lenient"] = sum(r.get("answer_parser") in ("brackets", "range") for r in rows)
         else:
             entry["Acc"] = _pct(metric["accuracy"], videos)
             if task in ("grounded_vqa", "mcq", "fine_caption"):
@@ -81,7 +84,7 @@ def _caption_columns(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "ROUGE-L": scores.get("rouge_l")}
 
 
-COLUMNS = ["n", "R@0.3", "R@0.5", "R@0.7", "mIoU", "Acc", "BLEU-4", "CIDEr", "METEOR", "ROUGE-L",
+COLUMNS = ["n", "R@0.3", "R@0.5", "R@0.7", "mIoU", "lenient", "Acc", "BLEU-4", "CIDEr", "METEOR", "ROUGE-L",
            "CI", "DO", "CU", "TU", "tool_calls", "frames_viewed", "seconds"]
 
 

@@ -1,8 +1,15 @@
-"""``medscope suite build``: adapt → generate → filter → trajectories → files.
+"""``medscope suite build``: adapt → fit to the videos → generate → filter → trajectories → files.
 
-Writes into ``--out``: ``samples.jsonl`` (kept samples), ``trajectories.jsonl`` (one per kept sample, replayed
-on the real video), ``drops.jsonl`` (every dropped sample with its filter and reason), ``funnel.json`` and a
-dataset card ``README.md``. Every file is written atomically; videos are processed in parallel.
+Writes into ``--out``: ``samples.jsonl`` (kept samples, video paths relative to the file), ``trajectories.jsonl``
+(one per kept sample, replayed on the real video), ``drops.jsonl`` (every dropped sample with its filter and
+reason), ``load_notes.jsonl`` (every annotation record skipped, window clamped and duration disagreement, with
+file, line or JSON path, field and record id), ``funnel.json`` (records read/skipped/clamped by reason, then
+samples per task and filter) and a dataset card ``README.md``. Every file is written atomically; videos are
+processed in parallel.
+
+The video file is the truth for durations: each annotation is fitted to its video (found by stem in any
+container) before questions are generated, so a window that overruns the real video is clamped (noted)
+and one that starts after its end is skipped (noted), instead of failing the build.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -22,10 +30,10 @@ from medscope.agent.backends import backend_from_spec
 from medscope.io import write_text_atomic
 from medscope.suite import filters
 from medscope.suite.adapters import load_annotations
+from medscope.suite.loading import DURATION_TOLERANCE_S, AdapterError, LoadContext, LoadOptions, VideoInfo, Where
 from medscope.suite.qa import QAConfig, generate_samples, rewrite_questions
 from medscope.suite.records import Sample, Trajectory, VideoAnnotation, write_jsonl
 from medscope.suite.trajectories import make_trajectory
-from medscope.video.errors import VideoError
 from medscope.video.source import VideoSource
 
 log = logging.getLogger(__name__)
@@ -44,8 +52,10 @@ class BuildConfig:
         default=None, metadata={"help": "rephrase questions with a model: hf:MODEL_DIR | openai:MODEL@BASE_URL"}
     )
     workers: int = field(default=2, metadata={"help": "processes for trajectories (one video each)"})
-    on_error: str = field(default="raise", metadata={"help": "raise | skip: what to do with an unreadable video"})
+    on_error: str = field(
+        default="skip", metadata={"help": "skip | raise: a missing or unreadable video (skips are noted)"})
     qa: QAConfig = field(default_factory=QAConfig)
+    load: LoadOptions = field(default_factory=LoadOptions)
 
 
 def _judges(spec: str, samples: Sequence[Sample]) -> tuple[filters.Judge, filters.Judge]:
@@ -55,26 +65,52 @@ def _judges(spec: str, samples: Sequence[Sample]) -> tuple[filters.Judge, filter
     return judge, judge
 
 
-def _video_path(annotation: VideoAnnotation, videos: Path) -> Path:
-    path = Path(annotation.video)
-    return path if path.is_absolute() else videos / path
+def fit_to_video(annotation: VideoAnnotation, length: float, where: Where, ctx: LoadContext) -> VideoAnnotation:
+    """Every window checked against the video's real ``length``: overruns clamped, windows past the end skipped
+    (both noted); a declared duration further than the tolerance from the real one is reported."""
+    declared = annotation.duration
+    if declared is not None and abs(declared - length) > max(DURATION_TOLERANCE_S, 0.01 * length):
+        ctx.disagrees(where, f"the annotation says {declared:g} s, the video lasts {length:g} s; using the video's",
+                      "duration disagrees with the video", annotation.video_id)
+    segments = []
+    for seg in annotation.segments:
+        with ctx.record(where, seg.source_id or annotation.video_id, new=False):
+            windows = tuple(ctx.window(s, e, length, where, seg.source_id or annotation.video_id)
+                            for s, e in (seg.windows or ((seg.start, seg.end),)))
+            segments.append(dataclasses.replace(seg, start=windows[0][0], end=windows[0][1],
+                                                windows=windows if seg.windows else ()))
+    return dataclasses.replace(annotation, duration=length, segments=tuple(segments))
 
 
-def _generate(annotations: list[VideoAnnotation], videos: Path, config: BuildConfig) -> list[Sample]:
+def _find_video(annotation: VideoAnnotation, ctx: LoadContext, on_error: str) -> VideoInfo | None:
+    path = ctx.index.find(annotation.video_id, annotation.video)
+    info = ctx.index.probe(path) if path is not None else None
+    if info is None:
+        where = Where(path or Path(annotation.video))
+        problem = ("cannot be read as a video" if path is not None else
+                   f"no video file for {annotation.video_id!r} under {ctx.index.folder} (looked for "
+                   f"{annotation.video} and <id>.<any video suffix>); pass --videos FOLDER")
+        error = where.error(problem, "video unreadable" if path is not None else "video not found")
+        if on_error == "raise":
+            raise error
+        ctx.note("skipped", error, annotation.video_id)
+    return info
+
+
+def _generate(annotations: list[VideoAnnotation], ctx: LoadContext,
+              config: BuildConfig) -> tuple[list[Sample], dict[str, str]]:
+    """The samples of every annotation whose video is there, and each video's summary (for the global filter)."""
     samples: list[Sample] = []
+    summaries: dict[str, str] = {}
     for annotation in annotations:
-        path = _video_path(annotation, videos)
-        try:
-            with VideoSource(path) as source:  # the video's own duration is the truth windows are checked against
-                duration = source.duration_seconds
-        except VideoError as exc:
-            if config.on_error == "raise":
-                raise
-            log.warning("skipped video %s: %s", annotation.video_id, exc)
+        info = _find_video(annotation, ctx, config.on_error)
+        if info is None:
             continue
-        for sample in generate_samples(annotation, duration, config.qa):
-            samples.append(dataclasses.replace(sample, video=str(path)))
-    return samples
+        fitted = fit_to_video(annotation, info.duration, Where(info.path), ctx)
+        summaries[str(info.path)] = annotation.summary or ""
+        for sample in generate_samples(fitted, info.duration, config.qa):
+            samples.append(dataclasses.replace(sample, video=str(info.path)))
+    return samples, summaries
 
 
 def _trajectories_for_video(samples: list[Sample]) -> list[Trajectory]:
@@ -89,17 +125,23 @@ def build(config: BuildConfig) -> dict[str, dict[str, int]]:
     annotations_path = Path(config.annotations)
     videos = Path(config.videos) if config.videos else (
         annotations_path if annotations_path.is_dir() else annotations_path.parent)
+    if config.on_error not in ("skip", "raise"):
+        raise ValueError(f"--on-error {config.on_error!r}: use skip or raise")
     out = Path(config.out)
-    annotations = load_annotations(config.source, annotations_path)
-    generated = _generate(annotations, videos, config)
+    ctx = LoadContext(config.load, videos)
+    annotations = load_annotations(config.source, annotations_path, ctx)
+    generated, summaries = _generate(annotations, ctx, config)
+    if not generated:
+        raise AdapterError(f"no samples from {annotations_path}: {ctx.records} records read; "
+                           f"{_describe(ctx.counts()['skipped']) or 'no question could be generated from them'}")
     if config.rewrite:
         generated = rewrite_questions(generated, backend_from_spec(config.rewrite))
     blind, summary_judge = _judges(config.judge, generated)
-    summaries = {str(_video_path(a, videos)): a.summary or "" for a in annotations}
     kept, drops_common = filters.commonsense_filter(generated, blind)
     kept, drops_global = filters.global_summary_filter(kept, summary_judge, summaries)
     kept, drops_consistency = filters.ConsistencyFilter()(kept)
-    drops = drops_common + drops_global + drops_consistency
+    kept, drops_cap = filters.cap_per_task(kept, config.qa.max_per_task, seed=config.qa.seed)
+    drops = drops_common + drops_global + drops_consistency + drops_cap
     filters.log_drops(drops)
 
     by_video: dict[str, list[Sample]] = {}
@@ -111,14 +153,32 @@ def build(config: BuildConfig) -> dict[str, dict[str, int]]:
         for chunk in tqdm(jobs, total=len(by_video), desc="trajectories", unit="video"):
             trajectories.extend(chunk)
 
-    stages = ["commonsense", "global_summary", "consistency"]
+    stages = ["commonsense", "global_summary", "consistency"] + (["cap"] if config.qa.max_per_task else [])
     table = filters.funnel(generated, drops, stages)
+    records = {"read": ctx.records, **ctx.counts()}
     write_jsonl(out / "samples.jsonl", kept)
     write_jsonl(out / "trajectories.jsonl", trajectories)
     write_text_atomic(out / "drops.jsonl", "".join(json.dumps(dataclasses.asdict(d)) + "\n" for d in drops))
-    write_text_atomic(out / "funnel.json", json.dumps(table, indent=2))
-    write_text_atomic(out / "README.md", dataset_card(config, kept, trajectories, table))
+    write_text_atomic(out / "load_notes.jsonl",
+                      "".join(json.dumps(dataclasses.asdict(n), ensure_ascii=False) + "\n" for n in ctx.notes))
+    write_text_atomic(out / "funnel.json", json.dumps({"records": records, "samples": table}, indent=2))
+    write_text_atomic(out / "README.md", dataset_card(config, kept, trajectories, table, records))
     return table
+
+
+def _describe(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def records_markdown(records: dict[str, Any]) -> str:
+    """The loading funnel: records read, then skipped / clamped / disagreeing by reason."""
+    lines = ["| records | reason | count |", "|---|---|---|", f"| read | | {records['read']} |"]
+    for action in ("skipped", "clamped", "disagrees"):
+        for reason, n in records[action].items():
+            lines.append(f"| {action} | {reason} | {n} |")
+        if not records[action]:
+            lines.append(f"| {action} | | 0 |")
+    return "\n".join(lines)
 
 
 def funnel_markdown(table: dict[str, dict[str, int]]) -> str:
@@ -138,7 +198,7 @@ def _histogram(values: Sequence[float], edges: Sequence[float], unit: str) -> st
 
 
 def dataset_card(config: BuildConfig, samples: Sequence[Sample], trajectories: Sequence[Trajectory],
-                 table: dict[str, dict[str, int]]) -> str:
+                 table: dict[str, dict[str, int]], records: dict[str, Any]) -> str:
     durations = sorted({s.video: s.duration for s in samples}.values())
     evidence = [e - s for sample in samples for s, e in sample.evidence]
     kinds = {k: sum(t.kind == k for t in trajectories) for k in ("vcot", "cot")}
@@ -147,9 +207,12 @@ def dataset_card(config: BuildConfig, samples: Sequence[Sample], trajectories: S
         f"Built by `medscope suite build --source {config.source} --annotations {config.annotations}` with judge "
         f"`{config.judge}`: {len(samples)} samples over {len(durations)} videos; trajectories: {kinds['vcot']} "
         f"VCoT (tool calls), {kinds['cot']} CoT (overview only).",
+        "## Annotation records (read → skipped, clamped, disagreeing; each one in `load_notes.jsonl`)\n\n"
+        + records_markdown(records),
         "## Funnel (generated → dropped by each filter → kept)\n\n" + funnel_markdown(table),
         "## Video durations\n\n" + _histogram([d / 60 for d in durations], [0, 1, 5, 10, 30, 60], "min"),
         "## Evidence window lengths\n\n" + _histogram(evidence, [0, 1, 2, 5, 10, 30, 60, 300], "s"),
-        "Files: `samples.jsonl` (schema medscope.sample/1), `trajectories.jsonl` (medscope.trajectory/1), "
-        "`drops.jsonl` (filter and reason per dropped sample), `funnel.json`.",
+        "Files: `samples.jsonl` (schema medscope.sample/2; video paths relative to this folder), "
+        "`trajectories.jsonl` (medscope.trajectory/2), `drops.jsonl` (filter and reason per dropped sample), "
+        "`load_notes.jsonl` (records skipped or repaired while loading), `funnel.json`.",
     ]) + "\n"

@@ -3,7 +3,13 @@
 1. ``commonsense``: a *blind* judge (question and options, no frames) answers correctly → drop.
 2. ``global_summary``: a judge given only the global summary answers correctly → drop.
 3. ``consistency``: windows outside the video or empty, the same question with contradictory answers,
-   answers not supported by their evidence text, near-duplicate questions → drop.
+   answers not supported by their evidence text, near-duplicate questions → drop. Near-duplicates are judged
+   on the question itself (``meta["query"]``, without the instruction the template adds) and only when the
+   earlier question's answer would also be correct for this one: "...using a cork?" and "...using fingers?"
+   with different answer windows are both kept.
+
+After the filters, ``cap_per_task`` keeps at most N samples per task and video when a cap is set (none by
+default); what it drops is counted in the funnel as ``cap``.
 
 Each level is a ``Judge`` (``answer(sample, context) -> str | None``) scored with the evaluator's own
 ``answer_score``; the defaults are rules, and ``BackendJudge`` plugs in any model backend (HF or
@@ -14,6 +20,7 @@ funnel counts kept and dropped samples per filter and task.
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -179,10 +186,14 @@ def _inconsistency(s: Sample) -> str | None:
     return None
 
 
+def _query(s: Sample) -> str:
+    return str(s.meta.get("query") or s.question)
+
+
 @dataclass
 class ConsistencyFilter:
     duplicate_jaccard: float = 0.9
-    seen: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    seen: dict[str, list[Sample]] = field(default_factory=lambda: defaultdict(list))
 
     def __call__(self, samples: Sequence[Sample]) -> tuple[list[Sample], list[Drop]]:
         answers: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -193,14 +204,38 @@ class ConsistencyFilter:
             reason = _inconsistency(s)
             if reason is None and len(answers[(s.video, normalize_answer(s.question))]) > 1:
                 reason = "the same question has contradictory answers in this video"
-            if reason is None and any(_jaccard(s.question, q) >= self.duplicate_jaccard for q in self.seen[s.video]):
-                reason = "near-duplicate of an earlier question about this video"
             if reason is None:
-                self.seen[s.video].append(s.question)
+                twin = next((e for e in self.seen[s.video] if self._duplicate(e, s)), None)
+                if twin is not None:
+                    reason = f"near-duplicate of {twin.id} (same question, same answer)"
+            if reason is None:
+                self.seen[s.video].append(s)
                 kept.append(s)
             else:
                 drops.append(Drop(s.id, s.task, "consistency", reason))
         return kept, drops
+
+    def _duplicate(self, earlier: Sample, s: Sample) -> bool:
+        """Near-duplicate: the questions nearly the same and the earlier answer correct for this one too."""
+        if earlier.task != s.task or _jaccard(_query(earlier), _query(s)) < self.duplicate_jaccard:
+            return False
+        return answer_score(earlier.answer, answer=s.answer, task=s.task, evidence=s.evidence) >= 1.0
+
+
+def cap_per_task(samples: Sequence[Sample], cap: int, *, seed: int = 0) -> tuple[list[Sample], list[Drop]]:
+    """At most ``cap`` samples per task and video (a seeded draw); 0 keeps all. The rest are ``cap`` drops."""
+    if cap <= 0:
+        return list(samples), []
+    groups: dict[tuple[str, str], list[Sample]] = defaultdict(list)
+    for s in samples:
+        groups[(s.video, s.task)].append(s)
+    chosen: set[str] = set()
+    for (video, task), group in groups.items():
+        rng = random.Random(f"{seed}/{group[0].meta.get('video_id', video)}/{task}")  # not the path: portable
+        chosen |= {s.id for s in (rng.sample(group, cap) if len(group) > cap else group)}
+    drops = [Drop(s.id, s.task, "cap", f"over --max-per-task {cap} for this task and video")
+             for s in samples if s.id not in chosen]
+    return [s for s in samples if s.id in chosen], drops
 
 
 def funnel(generated: Sequence[Sample], drops: Sequence[Drop], stages: Sequence[str]) -> dict[str, dict[str, int]]:

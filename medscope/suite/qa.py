@@ -3,16 +3,23 @@
 Templates (``TEMPLATES``) are plain format strings so a reader sees every question the suite can ask. The
 evidence window of a sample is the segment (or segments) that hold its answer:
 
-- ``grounding``: a caption, query, event or question → its window (the answer is ``[start, end]``);
+- ``grounding``: a caption, query, event or question → its window (the answer is ``[start, end]``); a phase or
+  an instrument → every window it occupies; the same question asked of several segments of one video
+  (MedVidQA's two-window answers, a Charades sentence that recurs) → one sample with every window, answered
+  ``[[s, e], [s, e]]``;
 - ``grounded_vqa``: a question about one segment (what happens after X; where an event appears; which
   instrument enters) → the segment's text or label, evidence = that segment;
 - ``mcq``: which of four options happens in a window → a letter; distractors are other segments or labels
-  of the same video;
+  of the same video; how long a phase lasts → a letter, distractors the other phases' lengths;
 - ``caption``: describe the whole video → the summary (evidence = the whole video);
 - ``fine_caption``: describe a window → the segment's text.
 
-Each sample's ``meta`` keeps the template name and the text the answer comes from (``evidence_text``) so
-the consistency filter can check the answer against it.
+Phase sources (Cholec80, AutoLaparo, Cataract-101, OphNet, MultiBypass140) also give ``phase_at`` (which
+phase is under way at a time; evidence: that phase's span) and ``phase_next`` (which phase follows a phase
+that occurs once; evidence: the next phase). Each sample's ``meta`` keeps the template name, the text the
+answer comes from (``evidence_text``) so the consistency filter can check the answer against it, and the
+question without its instruction (``query``) so near-duplicates are judged on what is asked. ``source_id``
+names the source records; ``split`` is the source's split.
 """
 
 from __future__ import annotations
@@ -25,13 +32,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from medscope.agent.backends.base import Backend, text_part
-from medscope.agent.protocol import FinalAnswer, parse_turn, render_window
+from medscope.agent.protocol import FinalAnswer, parse_turn, render_windows
 from medscope.suite.records import Sample, Segment, VideoAnnotation
 
 TEMPLATES = {
     "ground_text": 'When does the following happen: "{text}"? Answer with the time window in seconds.',
     "ground_question": "{text} Answer with the time window, in seconds, of the part of the video that shows it.",
     "ground_label": "When does {label} happen? Answer with the time window in seconds.",
+    "ground_phase": "When does the {label} phase take place? Answer with the time window(s) in seconds.",
+    "ground_instrument": "When is the {label} in view? Answer with the time window(s) in seconds.",
+    "phase_at": "Which surgical phase is under way at {time:.1f}s?",
+    "phase_next": "Which phase comes right after the {label} phase?",
+    "phase_length": "How long does the {label} phase last in total?",
     "after": 'What happens right after "{text}"?',
     "event_where": "Where in the field does the {label} appear?",
     "instrument_side": "Which instrument enters from the {side} during the {phase}?",
@@ -48,7 +60,8 @@ class QAConfig:
         metadata={"help": "task types to generate"},
     )
     mcq_options: int = field(default=4, metadata={"help": "options per multiple-choice question"})
-    max_per_task: int = field(default=6, metadata={"help": "samples per task and video (0: no limit)"})
+    max_per_task: int = field(
+        default=0, metadata={"help": "keep at most N samples per task and video after filtering (0: all)"})
     seed: int = field(default=0, metadata={"help": "seed for distractors and sub-sampling"})
 
 
@@ -73,9 +86,21 @@ def _context(annotation: VideoAnnotation, seg: Segment) -> dict[str, object] | N
     return None
 
 
-def _window(seg: Segment) -> list[list[float]]:
-    windows = seg.windows or ((seg.start, seg.end),)
-    return [[round(s, 3), round(e, 3)] for s, e in windows]
+def _windows(segs: Sequence[Segment]) -> list[list[float]]:
+    """Every window of the segments, sorted, merged where they touch (the union is what the answer covers)."""
+    spans = sorted((round(s, 3), round(e, 3)) for seg in segs for s, e in (seg.windows or ((seg.start, seg.end),)))
+    merged: list[list[float]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return merged
+
+
+def _source_id(segs: Sequence[Segment], annotation: VideoAnnotation) -> str:
+    ids = list(dict.fromkeys(seg.source_id for seg in segs if seg.source_id))
+    return ",".join(ids) if ids else annotation.video_id
 
 
 def _localisable(annotation: VideoAnnotation) -> list[Segment]:
@@ -83,14 +108,71 @@ def _localisable(annotation: VideoAnnotation) -> list[Segment]:
     return [s for s in annotation.segments if s.kind in ("caption", "event", "query", "question", "instrument")]
 
 
-def _grounding(annotation: VideoAnnotation) -> Iterator[tuple[str, str, Segment, str]]:
+def _grounding(annotation: VideoAnnotation) -> Iterator[tuple[str, str, list[Segment], str]]:
+    """``(template, question, segments, query)``; a question asked of several segments comes once, with all."""
+    asked: dict[tuple[str, str], tuple[str, list[Segment], str]] = {}
+
+    def ask(template: str, question: str, seg: Segment, query: str) -> None:
+        key = (template, " ".join(question.lower().split()))
+        asked.setdefault(key, (question, [], query))[1].append(seg)
+
     for seg in _localisable(annotation):
         if seg.kind == "question":
-            yield "ground_question", TEMPLATES["ground_question"].format(text=seg.text.strip()), seg, seg.text
+            ask("ground_question", TEMPLATES["ground_question"].format(text=seg.text.strip()), seg, seg.text)
         elif seg.kind == "event" and seg.label and sum(s.label == seg.label for s in annotation.segments) == 1:
-            yield "ground_label", TEMPLATES["ground_label"].format(label=_human(seg.label)), seg, seg.text
+            ask("ground_label", TEMPLATES["ground_label"].format(label=_human(seg.label)), seg, seg.text)
+        elif seg.kind == "instrument" and not seg.meta.get("side") and seg.label:
+            name = str(seg.meta.get("name") or _human(seg.label))
+            ask("ground_instrument", TEMPLATES["ground_instrument"].format(label=name), seg, name)
         elif seg.kind != "instrument":
-            yield "ground_text", TEMPLATES["ground_text"].format(text=seg.text.strip().rstrip(".")), seg, seg.text
+            text = seg.text.strip().rstrip(".")
+            ask("ground_text", TEMPLATES["ground_text"].format(text=text), seg, text)
+    for seg in annotation.segments:
+        if seg.kind == "phase" and seg.label:
+            name = _phase_name(seg)
+            ask("ground_phase", TEMPLATES["ground_phase"].format(label=name), seg, name)
+    for (template, _), (question, segs, query) in asked.items():
+        yield template, question, segs, query
+
+
+def _phase_name(seg: Segment) -> str:
+    return str(seg.meta.get("name") or _human(seg.label or seg.text))
+
+
+def _phases(annotation: VideoAnnotation) -> Iterator[tuple[str, str, str, Segment, str]]:
+    """Phase questions a phase-labelled video gives: ``(template, question, answer, evidence, query)``."""
+    phases = sorted((s for s in annotation.segments if s.kind == "phase" and s.label), key=lambda s: s.start)
+    for seg in phases:
+        middle = round((seg.start + seg.end) / 2, 1)
+        question = TEMPLATES["phase_at"].format(time=middle)
+        yield "phase_at", question, _phase_name(seg), seg, f"phase at {middle}"
+    for prev, nxt in itertools.pairwise(phases):
+        if sum(p.label == prev.label for p in phases) == 1 and nxt.label != prev.label:
+            question = TEMPLATES["phase_next"].format(label=_phase_name(prev))
+            yield "phase_next", question, _phase_name(nxt), nxt, f"after {_phase_name(prev)}"
+
+
+def _phase_lengths(annotation: VideoAnnotation, config: QAConfig,
+                   rng: random.Random) -> Iterator[tuple[str, list[str], int, list[Segment]]]:
+    """How long each phase lasts in total, as a choice between its length and other phases' lengths."""
+    by_label: dict[str, list[Segment]] = {}
+    for seg in annotation.segments:
+        if seg.kind == "phase" and seg.label:
+            by_label.setdefault(seg.label, []).append(seg)
+    totals = {label: sum(s.end - s.start for s in segs) for label, segs in by_label.items()}
+    for label, segs in by_label.items():
+        truth = _minutes(totals[label])
+        others = sorted({_minutes(t) for other, t in totals.items() if other != label
+                         and abs(t - totals[label]) > 0.2 * max(totals[label], 1.0)} - {truth})
+        if len(others) < config.mcq_options - 1:
+            continue
+        options = [*rng.sample(others, config.mcq_options - 1), truth]
+        rng.shuffle(options)
+        yield TEMPLATES["phase_length"].format(label=_phase_name(segs[0])), options, options.index(truth), segs
+
+
+def _minutes(seconds: float) -> str:
+    return f"about {seconds / 60:.1f} minutes" if seconds >= 90 else f"about {seconds:.0f} seconds"
 
 
 def _grounded_vqa(annotation: VideoAnnotation) -> Iterator[tuple[str, str, str, Segment]]:
@@ -132,48 +214,47 @@ def _option_text(seg: Segment) -> str:
 
 
 def generate_samples(annotation: VideoAnnotation, duration: float, config: QAConfig | None = None) -> list[Sample]:
-    """Every templated sample for one video (at most ``max_per_task`` per task, sub-sampled with the seed)."""
+    """Every templated sample for one video (``filters.cap_per_task`` applies ``max_per_task`` after filtering)."""
     config = config or QAConfig()
     rng = random.Random(f"{config.seed}/{annotation.source}/{annotation.video_id}")
     by_task: dict[str, list[Sample]] = {task: [] for task in config.tasks}
 
-    def add(task: str, template: str, question: str, answer: str, seg: Segment | None, evidence_text: str,
-            options: list[str] | None = None) -> None:
+    def add(task: str, template: str, question: str, answer: str, segs: Sequence[Segment], evidence_text: str,
+            query: str, options: list[str] | None = None) -> None:
         if task not in by_task:
             return
-        evidence = _window(seg) if seg is not None else [[0.0, round(duration, 3)]]
+        evidence = _windows(segs) if segs else [[0.0, round(duration, 3)]]
         meta: dict[str, object] = {"template": template, "evidence_text": evidence_text,
-                                   "video_id": annotation.video_id}
-        if seg is not None:
-            meta |= {"segment_kind": seg.kind, "label": seg.label}
-            context = _context(annotation, seg)
+                                   "video_id": annotation.video_id, "query": query}
+        if segs:
+            meta |= {"segment_kind": segs[0].kind, "label": segs[0].label}
+            context = _context(annotation, segs[0])
             if context is not None:
                 meta["context"] = context
         sample_id = f"{annotation.source}/{annotation.video_id}/{task}/{len(by_task[task])}"
         by_task[task].append(Sample(id=sample_id, video=annotation.video, duration=duration, question=question,
                                     answer=answer, task=task, evidence=evidence, source=annotation.source,  # type: ignore[arg-type]
-                                    options=options, meta=meta))
+                                    options=options, meta=meta, source_id=_source_id(segs, annotation),
+                                    split=annotation.split))
 
-    for template, question, seg, text in _grounding(annotation):
-        add("grounding", template, question, render_window((seg.start, seg.end)), seg, text)
+    for template, question, segs, query in _grounding(annotation):
+        answer = render_windows([(s, e) for s, e in _windows(segs)])
+        add("grounding", template, question, answer, segs, " ".join(seg.text for seg in segs), query)
     for template, question, answer, seg in _grounded_vqa(annotation):
-        add("grounded_vqa", template, question, answer, seg, seg.text)
+        add("grounded_vqa", template, question, answer, [seg], seg.text, question)
+    for template, question, answer, seg, query in _phases(annotation):
+        add("grounded_vqa", template, question, answer, [seg], seg.text, query)
     for question, options, index, seg in _mcq(annotation, config, rng):
-        add("mcq", "mcq_window", question, chr(65 + index), seg, seg.text, options)
+        add("mcq", "mcq_window", question, chr(65 + index), [seg], seg.text, _option_text(seg), options)
+    for question, options, index, segs in _phase_lengths(annotation, config, rng):
+        add("mcq", "phase_length", question, chr(65 + index), segs, options[index], question, options)
     if annotation.summary:
-        add("caption", "caption", TEMPLATES["caption"], annotation.summary, None, annotation.summary)
+        add("caption", "caption", TEMPLATES["caption"], annotation.summary, [], annotation.summary, "caption")
     for seg in _localisable(annotation):
         if seg.kind in ("caption", "event"):
             question = TEMPLATES["fine_caption"].format(start=seg.start, end=seg.end)
-            add("fine_caption", "fine_caption", question, seg.text, seg, seg.text)
-
-    samples: list[Sample] = []
-    for task in config.tasks:
-        items = by_task[task]
-        if config.max_per_task and len(items) > config.max_per_task:
-            items = sorted(rng.sample(items, config.max_per_task), key=lambda s: s.id)
-        samples.extend(items)
-    return samples
+            add("fine_caption", "fine_caption", question, seg.text, [seg], seg.text, question)
+    return [sample for task in config.tasks for sample in by_task[task]]
 
 
 REWRITE_PROMPT = (

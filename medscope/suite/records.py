@@ -2,6 +2,10 @@
 writes (``Sample``, ``Trajectory``), with JSONL reading that names the line and field of any bad record.
 
 All times are seconds from the start of the video. These records depend on no model or training library.
+
+A sample's ``video`` is stored relative to the folder of the JSONL file that holds it (or absolute when no
+relative path exists, e.g. another drive), so a suite folder can be moved with its videos and read from any
+working folder: ``write_jsonl`` writes it that way and ``read_jsonl`` resolves it against the file's folder.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +24,9 @@ from medscope.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-SAMPLE_SCHEMA = "medscope.sample/1"
-TRAJECTORY_SCHEMA = "medscope.trajectory/1"
+SAMPLE_SCHEMA = "medscope.sample/2"  # /2: video paths relative to the file, source_id and split
+TRAJECTORY_SCHEMA = "medscope.trajectory/2"
+_OLD_SCHEMAS = ("medscope.sample/1", "medscope.trajectory/1")
 TASKS = ("grounding", "grounded_vqa", "mcq", "caption", "fine_caption")
 Task = Literal["grounding", "grounded_vqa", "mcq", "caption", "fine_caption"]
 SegmentKind = Literal["caption", "phase", "event", "instrument", "query", "question"]
@@ -47,6 +53,7 @@ class Segment:
     label: str | None = None
     windows: tuple[tuple[float, float], ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    source_id: str | None = None  # the record this came from in the source (MedVidQA sample_id, QVHighlights qid)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.start) and math.isfinite(self.end)) or self.end < self.start:
@@ -63,6 +70,7 @@ class VideoAnnotation:
     segments: tuple[Segment, ...]
     source: str
     summary: str | None = None  # a video-level description, if the source has one
+    split: str | None = None  # the source's split (train, val, test, ...) when it has them
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,8 @@ class Sample:
     source: str
     options: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    source_id: str | None = None  # the source record(s) it came from, to join results with the official files
+    split: str | None = None  # the source's split
     schema: str = SAMPLE_SCHEMA
 
     def __post_init__(self) -> None:
@@ -109,10 +119,17 @@ def _need(record: dict[str, Any], name: str, kinds: type | tuple[type, ...]) -> 
     return value
 
 
+def _check_schema(record: dict[str, Any], expected: str) -> None:
+    if record.get("schema") in _OLD_SCHEMAS:
+        raise RecordError(f"schema {record['schema']!r} is from an older medscope (video paths relative to the "
+                          "working folder); rebuild the suite with `medscope suite build`")
+    if record.get("schema") != expected:
+        raise RecordError(f"field 'schema' must be {expected!r}, got {record.get('schema')!r}")
+
+
 def validate_sample(record: dict[str, Any]) -> None:
     """Raise ``RecordError`` naming the first field that does not fit the sample schema."""
-    if record.get("schema") != SAMPLE_SCHEMA:
-        raise RecordError(f"field 'schema' must be {SAMPLE_SCHEMA!r}, got {record.get('schema')!r}")
+    _check_schema(record, SAMPLE_SCHEMA)
     for name in ("id", "video", "question", "answer", "source"):
         if not _need(record, name, str).strip():
             raise RecordError(f"field {name!r} is empty")
@@ -122,6 +139,8 @@ def validate_sample(record: dict[str, Any]) -> None:
     if _need(record, "task", str) not in TASKS:
         raise RecordError(f"field 'task' must be one of {', '.join(TASKS)}, got {record['task']!r}")
     evidence = _need(record, "evidence", list)
+    if not evidence:  # every task has one (a whole-video caption: [0, duration])
+        raise RecordError("field 'evidence' is empty; every sample needs at least one [start, end] window")
     for window in evidence:
         if not (isinstance(window, list) and len(window) == 2 and all(isinstance(v, int | float) for v in window)):
             raise RecordError(f"field 'evidence' must be a list of [start, end] pairs, got {window!r}")
@@ -132,6 +151,9 @@ def validate_sample(record: dict[str, Any]) -> None:
         raise RecordError(f"field 'options' must be null or a list of strings, got {options!r}")
     if record["task"] == "mcq" and not options:
         raise RecordError("field 'options' is required for task 'mcq'")
+    for name in ("source_id", "split"):
+        if record.get(name) is not None and not isinstance(record[name], str):
+            raise RecordError(f"field {name!r} must be null or a string, got {record[name]!r}")
 
 
 def sample_from_dict(record: dict[str, Any]) -> Sample:
@@ -141,8 +163,7 @@ def sample_from_dict(record: dict[str, Any]) -> Sample:
 
 
 def trajectory_from_dict(record: dict[str, Any]) -> Trajectory:
-    if record.get("schema") != TRAJECTORY_SCHEMA:
-        raise RecordError(f"field 'schema' must be {TRAJECTORY_SCHEMA!r}, got {record.get('schema')!r}")
+    _check_schema(record, TRAJECTORY_SCHEMA)
     sample = sample_from_dict(_need(record, "sample", dict))
     turns = _need(record, "turns", list)
     if not turns or not all(isinstance(t, dict) and isinstance(t.get("text"), str) for t in turns):
@@ -151,12 +172,30 @@ def trajectory_from_dict(record: dict[str, Any]) -> Trajectory:
     return Trajectory(sample, turns, _need(record, "kind", str), overview)
 
 
+def _relative_video(record: dict[str, Any], folder: Path) -> None:
+    sample = record.get("sample", record)
+    video = os.path.abspath(sample["video"])
+    try:
+        sample["video"] = Path(os.path.relpath(video, os.path.abspath(folder))).as_posix()
+    except ValueError:  # no relative path between them (Windows drives): keep it absolute
+        sample["video"] = video
+
+
+def _resolve_video(record: Any, folder: Path) -> None:
+    sample = record.get("sample", record) if isinstance(record, dict) else None
+    if isinstance(sample, dict) and isinstance(sample.get("video"), str) and sample["video"].strip():
+        sample["video"] = os.path.normpath(folder / sample["video"])  # an absolute path stays as it is
+
+
 def write_jsonl(path: str | Path, records: Iterable[Sample | Trajectory]) -> int:
-    """Write records atomically, one JSON object a line; returns the count."""
+    """Write records atomically, one JSON object a line, video paths relative to the file; returns the count."""
     count = 0
+    folder = Path(path).parent
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as handle:
         for record in records:
-            handle.write(json.dumps(dataclasses.asdict(record), ensure_ascii=False) + "\n")
+            row = dataclasses.asdict(record)
+            _relative_video(row, folder)
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
     return count
 
@@ -176,6 +215,7 @@ def read_jsonl(
                 record = json.loads(line)
                 if not isinstance(record, dict):
                     raise RecordError("a line must hold one JSON object")
+                _resolve_video(record, Path(path).parent)
                 yield build(record)
             except (json.JSONDecodeError, RecordError, TypeError) as exc:
                 message = f"{path}:{number}: {exc}"

@@ -66,7 +66,7 @@ def write_model(run: Path, model: Path, out: Path, *, name: str, preset: str, se
     from safetensors.numpy import load_file
 
     params = sum(int(array.size) for array in load_file(model / "model.safetensors").values())
-    funnel = json.loads((run / "suite_train" / "funnel.json").read_text())["total"]
+    funnel = json.loads((run / "suite_train" / "funnel.json").read_text())["samples"]["total"]
     held_out = sum(1 for _ in (run / "suite_eval" / "samples.jsonl").open())
     sft = ("loss", "mean_token_accuracy")
     grpo = ("reward", "rewards/accuracy/mean", "rewards/format/mean", "rewards/crop/mean", "rewards/frame/mean")

@@ -82,8 +82,10 @@ def _videos(folder: Path, seeds: Iterable[int], minutes: float, events_per_10min
 
 def _suite(videos: Path, folder: Path) -> None:
     from medscope.suite.build import BuildConfig, build
+    from medscope.suite.qa import QAConfig
 
-    build(BuildConfig(source="synthclin", annotations=str(videos), out=str(folder)))
+    # Six questions per task and video, as the shipped model was trained with; real sources keep all (no cap).
+    build(BuildConfig(source="synthclin", annotations=str(videos), out=str(folder), qa=QAConfig(max_per_task=6)))
 
 
 def corpus(suite: Path) -> list[str]:

@@ -6,8 +6,10 @@ function ``(turns, sample, config) -> float``:
 - ``accuracy_reward`` R_acc ∈ {0, 0.5, 1}: the evaluator's own ``answer_score`` on the final answer (an LLM
   judge can replace it through ``medscope.eval.judge``);
 - ``format_reward`` R_fmt ∈ {0, 1}: every turn opens with ``<think>``; all turns but the last make exactly one
-  valid call to a known tool; the last gives exactly one answer of at most ``max_answer_chars``;
-- ``crop_reward`` R_crop, the IoU bonus on the *last* ``crop_video``: IoU ≥ h0 → 1 + η·⌊(IoU − h0)/Δ⌋ (1 … 2);
+  valid call to a known tool; the last gives exactly one answer of at most ``max_answer_chars`` (for grounding,
+  windows in the protocol's strict form ``[s, e]`` / ``[[s, e], ...]``);
+- ``crop_reward`` R_crop, the IoU bonus on the *last* ``crop_video``, whose IoU is taken with the truth window it
+  overlaps most (several truth windows) and compared with a float tolerance: IoU ≥ h0 → 1 + η·⌊(IoU − h0)/Δ⌋ (1 … 2);
   0 < IoU < h0 → −1; no overlap or no crop → 0; a single-moment truth: 1 if the crop contains it.
   ``crop_bonus=False`` (the ablation) pays the plain IoU instead;
 - ``frame_reward`` R_frame on the *last* ``get_frame``: 1 inside the truth window; for a single-moment truth
@@ -26,8 +28,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from medscope.agent.protocol import FinalAnswer, ToolCall, last_crop, last_frame, parse_turn, tool_calls
-from medscope.eval.metrics import answer_score, iou
+from medscope.agent.protocol import (
+    FinalAnswer,
+    ToolCall,
+    last_crop,
+    last_frame,
+    parse_answer_windows,
+    parse_turn,
+    tool_calls,
+)
+from medscope.eval.metrics import answer_score, at_least, best_iou
 from medscope.suite.records import Sample
 from medscope.video.tools import TOOL_ARGUMENTS
 
@@ -80,7 +90,10 @@ def format_reward(turns: Sequence[str], sample: Sample, config: RewardConfig) ->
                 and set(TOOL_ARGUMENTS[call.name]) <= set(call.arguments)):
             return 0.0
     answer = final_answer(turns, sample.duration)
-    return float(answer is not None and len(answer.answer) <= config.max_answer_chars)
+    if answer is None or len(answer.answer) > config.max_answer_chars:
+        return 0.0
+    # The evaluator reads prose windows too; training pays only for the protocol's own form.
+    return float(sample.task != "grounding" or parse_answer_windows(answer.answer) is not None)
 
 
 def _moment(sample: Sample) -> float | None:
@@ -97,11 +110,11 @@ def crop_reward(turns: Sequence[str], sample: Sample, config: RewardConfig) -> f
     moment = _moment(sample)
     if moment is not None:
         return float(window[0] <= moment <= window[1])
-    overlap = max(iou(window, truth) for truth in sample.evidence)
+    overlap = best_iou(window, sample.evidence)
     if not config.crop_bonus:
         return overlap
-    if overlap >= config.h0:
-        steps = math.floor((overlap - config.h0) / config.delta + 1e-9)  # 1e-9: 0.6 - 0.5 is 0.0999… in floats
+    if at_least(overlap, config.h0):
+        steps = math.floor((overlap - config.h0) / config.delta + 1e-6)  # 0.6 - 0.5 is 0.0999… in floats
         return 1.0 + config.eta * steps
     return -1.0 if overlap > 0 else 0.0
 

@@ -3,8 +3,8 @@
 They read only what a model would read (the messages: timestamps in text, the duration), plus the
 reference they are built with, and write protocol text:
 
-- ``OracleBackend`` knows the ground-truth window: a coarse crop around a widened window, a fine crop on
-  the window, ``get_frame`` at its centre, then the answer. The upper bound of looking on purpose.
+- ``OracleBackend`` knows the ground-truth windows: a coarse crop around the first one widened, a fine crop on
+  it, ``get_frame`` at its centre, then the answer (every truth window). The upper bound of looking on purpose.
 - ``TeacherBackend`` searches coarse to fine the way a model could learn to: every step follows from what
   the frames seen so far show (with perfect perception of them) and from the context segment the question
   belongs to (the surgical phase, which an overview shows). It writes the suite's VCoT trajectories.
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from medscope.agent.backends.base import Message, message_text
-from medscope.agent.protocol import Window, last_crop, render_answer, render_tool_call, render_window
+from medscope.agent.protocol import Window, last_crop, render_answer, render_tool_call, render_window, render_windows
 
 _DURATION = re.compile(r"Video duration: ([0-9.]+)s")
 _STAMP = re.compile(r"\[([0-9]+(?:\.[0-9]+)?)s\]")
@@ -70,13 +70,13 @@ def _wants_evidence(messages: Sequence[Message]) -> bool:
     return "<evidence>" in message_text(messages[0])
 
 
-def _answer(reference: Reference, window: Window | None, think: str, messages: Sequence[Message]) -> str:
-    known = window is not None
+def _answer(reference: Reference, windows: Sequence[Window] | None, think: str, messages: Sequence[Message]) -> str:
+    """The final turn: the windows found (a grounding answer), else the reference answer when something was found."""
     if reference.grounding:
-        text = render_window(window) if window is not None else render_window(reference.windows[0])
+        text = render_windows(windows or reference.windows)
     else:
-        text = reference.answer if known else reference.fallback_answer
-    evidence = [window] if (window is not None and _wants_evidence(messages)) else None
+        text = reference.answer if windows else reference.fallback_answer
+    evidence = list(windows) if (windows and _wants_evidence(messages)) else None
     return render_answer(text, think, evidence)
 
 
@@ -115,7 +115,7 @@ class OracleBackend:
                      f"confirm it; inspect {centre:.1f}s at full detail.")
             return render_tool_call("get_frame", {"timestamp": round(centre, 2)}, think)
         think = f"The frames at {', '.join(f'{t:.2f}s' for t in seen) or f'{centre:.1f}s'} show it clearly."
-        return _answer(self.reference, (start, end), think, messages)
+        return _answer(self.reference, self.reference.windows, think, messages)
 
 
 def _bracket(seen: Sequence[float], window: Window, bounds: Window) -> Window:
@@ -188,7 +188,7 @@ class TeacherBackend:
             return render_tool_call("get_frame", {"timestamp": round(centre, 1)}, think)
         else:
             think = f"The frames at {_times(seen) or 'the crop'} confirm it."
-            return _answer(self.reference, watched, think, messages)
+            return _answer(self.reference, [watched], think, messages)
         return render_tool_call("crop_video", {"start_time": round(lo, 1), "end_time": round(hi, 1)}, think)
 
 
@@ -205,9 +205,9 @@ class UniformBackend:
         gap = duration / max(len(seen), 1)
         hits = [t for t in seen if any(s <= t <= e for s, e in self.reference.windows)]
         if hits:  # the evidence fell on overview frames: bracket them by half a sampling gap
-            window: Window | None = (max(0.0, hits[0] - gap / 2), min(duration, hits[-1] + gap / 2))
+            window = (max(0.0, hits[0] - gap / 2), min(duration, hits[-1] + gap / 2))
             think = f"Overview frames at {', '.join(f'{t:.1f}s' for t in hits)} show it."
-            return _answer(self.reference, window, think, messages)
+            return _answer(self.reference, [window], think, messages)
         guess = (max(0.0, duration / 2 - gap / 2), min(duration, duration / 2 + gap / 2))
         think = "No overview frame shows it; guessing the middle of the video."
         if self.reference.grounding:

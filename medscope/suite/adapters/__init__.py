@@ -1,18 +1,27 @@
 """Source adapters: each turns one dataset's annotation files into ``VideoAnnotation``s, all times in seconds.
 
-``load_annotations(source, path)`` dispatches on the source name; ``ADAPTERS`` maps each name to its
-``load(path)``. One module per source format, each pure parsing (no video is opened, nothing downloaded):
+``load_annotations(source, path, ctx)`` dispatches on the source name; ``ADAPTERS`` maps each name to its
+``load(path, ctx)``. One module per source format, each pure parsing of the annotation files (the only video
+access is through ``ctx``: durations and frame rates of the videos that are there; nothing is downloaded):
 
-    synthclin     our SynthClin JSON (``"schema": "synthclin/1"``): phases, events, instruments, captions
-    activitynet   ActivityNet Captions JSON ``{video_id: {duration, timestamps, sentences}}``
-    charades      Charades-STA text lines ``VID start end##sentence``
-    qvhighlights  QVHighlights JSONL ``{qid, query, duration, vid, relevant_windows}``
-    cholec80      Cholec80 phase TSV ``videoNN-phase.txt`` (``Frame\\tPhase``, one row a frame at 25 fps)
-    medvidqa      MedVidQA JSON list of ``{sample_id, question, answer_start_second, ..., video_id}``
+    synthclin       our SynthClin JSON (``"schema": "synthclin/1"``): phases, events, instruments, captions
+    activitynet     ActivityNet Captions JSON ``{video_id: {duration, timestamps, sentences}}``
+    activitynet13   ActivityNet-1.3 ``{"database": {id: {annotations: [{label, segment}], duration, subset}}}``
+    charades        Charades-STA text lines ``VID start end##sentence`` (durations: ``--lengths`` Charades CSV)
+    qvhighlights    QVHighlights JSONL ``{qid, query, duration, vid, relevant_windows}``
+    medvidqa        MedVidQA JSON list of ``{sample_id, question, answer_start_second, ..., video_id}``
+    cholec80        Cholec80 ``videoNN-phase.txt`` (one row a frame) and ``videoNN-tool.txt`` (instruments)
+    autolaparo      AutoLaparo phase labels (one row a second)
+    cataract101     Cataract-101 ``annotations.csv`` (phase starts) and ``videos.csv`` (frames, fps)
+    ophnet          OphNet CSV ``video_id,start,end,split,...`` or ActivityNet-style JSON
+    multibypass140  MultiBypass140 JSON (phases and steps in milliseconds)
+    svu31k          SVU-31K (SurgVidLM) ``messages``/``videos``/``timecodes``/``tag`` records
+    medvideocap     MedVideoCap-55K clip captions
 
-A malformed file raises ``AdapterError`` naming the file, the 1-based line (text and JSONL formats, and a
-JSON syntax error) or the JSON path of the record (``v_abc.timestamps[2]``), what is wrong and what was
-expected. The small helpers below (``Where``, ``need``, ``number``, ...) are shared by the adapter modules.
+Every record is read through ``LoadContext`` (``medscope.suite.loading``): by default a malformed record is
+skipped and a window overrunning the video is clamped, each noted with its file, line or JSON path, field and
+reason; ``strict`` makes them errors. A file that cannot be read at all raises ``AdapterError``. The small
+helpers below (``need``, ``number``, ``text``, ...) are shared by the adapter modules.
 """
 
 from __future__ import annotations
@@ -20,39 +29,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medscope.suite.loading import DURATION_TOLERANCE_S, AdapterError, LoadContext, Where
 from medscope.suite.records import Segment, VideoAnnotation
 
-__all__ = ["ADAPTERS", "AdapterError", "load_annotations"]
-
-TOLERANCE_S = 1.0  # how far past the video's end a window may reach before it is an error (it is clamped)
-
-
-class AdapterError(ValueError):
-    """A source annotation that does not fit its format; the message names the file, line or JSON path."""
-
-
-@dataclass(frozen=True)
-class Where:
-    """A place in a source file: the file, a 1-based line (text, JSONL, JSON syntax) and a JSON path."""
-
-    path: Path
-    line: int | None = None
-    at: str = ""
-
-    def __getitem__(self, key: str | int) -> Where:
-        step = f"[{key}]" if isinstance(key, int) else (f".{key}" if self.at else key)
-        return Where(self.path, self.line, self.at + step)
-
-    def __str__(self) -> str:
-        place = f"{self.path}:{self.line}" if self.line is not None else str(self.path)
-        return f"{place}: {self.at}" if self.at else place
-
-    def error(self, problem: str) -> AdapterError:
-        return AdapterError(f"{self}: {problem}")
+__all__ = ["ADAPTERS", "AdapterError", "LoadContext", "Where", "load_annotations"]
 
 
 def read_json(path: Path) -> Any:
@@ -121,37 +104,31 @@ def pair(value: Any, where: Where) -> tuple[float, float]:
     return number(value[0], where[0]), number(value[1], where[1])
 
 
-def window(start: float, end: float, length: float | None, where: Where) -> tuple[float, float]:
-    """Check ``0 <= start <= end <= length``; an end up to ``TOLERANCE_S`` past ``length`` is clamped to it."""
-    if start < 0 or end < start:
-        raise where.error(f"window [{start:g}, {end:g}] is reversed or negative; expected 0 <= start <= end")
-    if length is not None and end > length:
-        if end > length + TOLERANCE_S:
-            raise where.error(
-                f"window [{start:g}, {end:g}] ends after the video's duration {length:g} s "
-                f"(more than the {TOLERANCE_S:g} s tolerance); expected end <= duration"
-            )
-        end, start = length, min(start, length)
-    return start, end
-
-
 class VideoGroups:
     """Segments grouped by video, checking that every record of a video states the same duration."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, split: str | None = None) -> None:
         self.source = source
+        self.split = split
         self.videos: dict[str, tuple[float, list[Segment]]] = {}
 
-    def add(self, video_id: str, length: float, where: Where, what: str) -> tuple[float, list[Segment]]:
-        """The video's (duration, segments); ``what`` names the record kind for the error ("line", "sample")."""
+    def add(self, video_id: str, length: float, where: Where, what: str) -> list[Segment]:
+        """The video's segments, to append to; ``what`` names the record kind for the error ("line", "sample")."""
         known, segments = self.videos.setdefault(video_id, (length, []))
-        if abs(known - length) > TOLERANCE_S:
-            raise where.error(f"got {length:g} but an earlier {what} of {video_id!r} says {known:g}")
-        return known, segments
+        if abs(known - length) > DURATION_TOLERANCE_S:
+            raise where.error(f"got {length:g} but an earlier {what} of {video_id!r} says {known:g}",
+                              "duration disagrees with an earlier record")
+        return segments
 
     def annotations(self) -> list[VideoAnnotation]:
-        return [VideoAnnotation(v, f"{v}.mp4", length, tuple(segs), self.source)
-                for v, (length, segs) in self.videos.items()]
+        return [VideoAnnotation(v, f"{v}.mp4", length, tuple(segs), self.source, split=self.split)
+                for v, (length, segs) in self.videos.items() if segs]
+
+
+def split_of(path: Path, names: tuple[str, ...] = ("train", "val", "test")) -> str | None:
+    """The split a file name states (``charades_sta_test.txt`` → ``test``, ``val_1.json`` → ``val``), else None."""
+    words = path.stem.lower().replace("-", "_").split("_")
+    return next((name for name in names if name in words), None)
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -169,7 +146,7 @@ from medscope.suite.adapters import (  # noqa: E402
     synthclin,
 )
 
-ADAPTERS: dict[str, Callable[[Path], list[VideoAnnotation]]] = {
+ADAPTERS: dict[str, Callable[[Path, LoadContext], list[VideoAnnotation]]] = {
     "synthclin": synthclin.load,
     "activitynet": activitynet.load,
     "charades": charades.load,
@@ -179,8 +156,9 @@ ADAPTERS: dict[str, Callable[[Path], list[VideoAnnotation]]] = {
 }
 
 
-def load_annotations(source: str, path: str | Path) -> list[VideoAnnotation]:
-    """The ``VideoAnnotation``s of ``path`` read as ``source`` (one of ``ADAPTERS``)."""
+def load_annotations(source: str, path: str | Path, ctx: LoadContext | None = None) -> list[VideoAnnotation]:
+    """The ``VideoAnnotation``s of ``path`` read as ``source`` (one of ``ADAPTERS``), through ``ctx``."""
     if source not in ADAPTERS:
         raise ValueError(f"unknown annotation source {source!r}; known sources: {', '.join(ADAPTERS)}")
-    return ADAPTERS[source](Path(path))
+    ctx = ctx if ctx is not None else LoadContext()
+    return [a for a in ADAPTERS[source](Path(path), ctx) if ctx.wanted(a.split)]

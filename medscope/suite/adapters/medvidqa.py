@@ -11,9 +11,10 @@ A JSON list of samples; the answer is the visual window of the video, given twic
 
 Each sample becomes a ``"question"`` segment: ``text`` the question, the window from the ``*_second``
 fields (or, where those are missing, parsed from ``answer_start``/``answer_end``; where both are given they
-must agree within 1 s). ``meta`` holds ``sample_id`` and ``url``. Samples are grouped into one
-``VideoAnnotation`` per ``video_id`` (order of first appearance, ``video`` ``f"{video_id}.mp4"``), whose
-samples must agree on ``video_length`` (seconds, the ``duration``) within 1 s.
+must agree within 1 s), ``source_id`` the ``sample_id``, ``meta["url"]`` the video's URL. Samples are grouped
+into one ``VideoAnnotation`` per ``video_id`` (order of first appearance, ``video`` ``f"{video_id}.mp4"``),
+whose samples must agree on ``video_length`` (seconds, the ``duration``) within 1 s; a sample that does not
+is skipped. The split is the file name's (``train``, ``val``, ``test``).
 """
 
 from __future__ import annotations
@@ -22,25 +23,37 @@ import re
 from pathlib import Path
 from typing import Any
 
-from medscope.suite.adapters import TOLERANCE_S, VideoGroups, Where, duration, need, number, read_json, text, window
+from medscope.suite.adapters import (
+    LoadContext,
+    VideoGroups,
+    Where,
+    duration,
+    need,
+    number,
+    read_json,
+    split_of,
+    text,
+)
+from medscope.suite.loading import DURATION_TOLERANCE_S
 from medscope.suite.records import Segment, VideoAnnotation
 
 SOURCE = "medvidqa"
 _CLOCK = re.compile(r"(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)")
 
 
-def load(path: str | Path) -> list[VideoAnnotation]:
-    path = Path(path)
+def load(path: Path, ctx: LoadContext) -> list[VideoAnnotation]:
     data = read_json(path)
     if not isinstance(data, list):
         raise Where(path).error(f"top level is a {type(data).__name__}; expected a JSON list of samples")
-    videos = VideoGroups(SOURCE)
+    videos = VideoGroups(SOURCE, split_of(path))
     for k, record in enumerate(data):
         where = Where(path)[k]
-        video_id = text(need(record, "video_id", where), where["video_id"])
-        length = duration(need(record, "video_length", where), where["video_length"])
-        known, segments = videos.add(video_id, length, where["video_length"], "sample")
-        segments.append(_question(record, where, known))
+        sample_id = record.get("sample_id", f"[{k}]") if isinstance(record, dict) else f"[{k}]"
+        with ctx.record(where, sample_id):
+            video_id = text(need(record, "video_id", where), where["video_id"])
+            length = duration(need(record, "video_length", where), where["video_length"])
+            question = _question(record, where, length, ctx)
+            videos.add(video_id, length, where["video_length"], "sample").append(question)
     return videos.annotations()
 
 
@@ -53,12 +66,13 @@ def clock_seconds(value: str) -> float | None:
     return int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
 
 
-def _question(record: dict[str, Any], where: Where, length: float) -> Segment:
+def _question(record: dict[str, Any], where: Where, length: float, ctx: LoadContext) -> Segment:
+    sample_id = need(record, "sample_id", where)
     start, end = (_time(record, name, where) for name in ("answer_start", "answer_end"))
-    start, end = window(start, end, length, where)
+    start, end = ctx.window(start, end, length, where, sample_id)
     url = record.get("video_url", record.get("video_link"))
-    meta = {"sample_id": need(record, "sample_id", where), "url": url}
-    return Segment(start, end, text(need(record, "question", where), where["question"]), "question", meta=meta)
+    question = text(need(record, "question", where), where["question"])
+    return Segment(start, end, question, "question", meta={"url": url}, source_id=str(sample_id))
 
 
 def _time(record: dict[str, Any], name: str, where: Where) -> float:
@@ -73,9 +87,9 @@ def _time(record: dict[str, Any], name: str, where: Where) -> float:
         if clock is None:
             raise where.error(f"missing fields {name + '_second'!r} and {name!r}; expected at least one")
         return clock
-    if clock is not None and abs(seconds - clock) > TOLERANCE_S:
+    if clock is not None and abs(seconds - clock) > DURATION_TOLERANCE_S:
         raise where.error(
             f"{name}_second={seconds:g} but {name}={record[name]!r} is {clock:g} s; "
-            f"expected them to agree within {TOLERANCE_S:g} s"
+            f"expected them to agree within {DURATION_TOLERANCE_S:g} s"
         )
     return seconds

@@ -21,7 +21,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medscope.suite.adapters import AdapterError, Where, duration, input_files, need, number, read_json, text, window
+from medscope.suite.adapters import (
+    AdapterError,
+    LoadContext,
+    Where,
+    duration,
+    input_files,
+    need,
+    number,
+    read_json,
+    text,
+)
 from medscope.suite.records import Segment, SegmentKind, VideoAnnotation
 
 SOURCE = "synthclin"
@@ -29,14 +39,14 @@ SCHEMA = "synthclin/1"
 _SAME_S = 1e-3  # the annotation rounds times to 3 decimals
 
 
-def load(path: str | Path) -> list[VideoAnnotation]:
-    path = Path(path)
+def load(path: Path, ctx: LoadContext) -> list[VideoAnnotation]:
     out = []
     for file in input_files(path, "*.json"):
         data = read_json(file)
         schema = data.get("schema") if isinstance(data, dict) else None
         if schema == SCHEMA:
-            out.append(_annotation(data, Where(file)))
+            with ctx.record(Where(file), file.name):
+                out.append(_annotation(data, Where(file), ctx))
         elif not path.is_dir():
             raise Where(file)["schema"].error(f"got {schema!r}; expected {SCHEMA!r}")
     if not out:
@@ -51,20 +61,22 @@ _GROUPS: tuple[tuple[str, SegmentKind, str | None], ...] = (
 )
 
 
-def _annotation(data: dict[str, Any], where: Where) -> VideoAnnotation:
+def _annotation(data: dict[str, Any], where: Where, ctx: LoadContext) -> VideoAnnotation:
     length = duration(need(data, "duration", where), where["duration"])
-    captions = [
-        (*_window(c, w, length), text(need(c, "text", w), w["text"])) for w, c in _items(data, "captions", where)
-    ]
+    captions = []
+    for w, c in _items(data, "captions", where):
+        with ctx.record(w, w.at):
+            captions.append((*_window(c, w, length, ctx), text(need(c, "text", w), w["text"])))
     used: set[int] = set()
     segments = []
     for group, kind, extra in _GROUPS:
         for w, item in _items(data, group, where):
-            label = text(need(item, "label", w), w["label"])
-            start, end = _window(item, w, length)
-            caption = _take_caption(captions, used, start, end, label) or _fallback(kind, label)
-            meta = {extra: need(item, extra, w)} if extra else {}
-            segments.append(Segment(start, end, caption, kind, label, meta=meta))
+            with ctx.record(w, w.at):
+                label = text(need(item, "label", w), w["label"])
+                start, end = _window(item, w, length, ctx)
+                meta = {extra: need(item, extra, w)} if extra else {}
+                caption = _take_caption(captions, used, start, end, label) or _fallback(kind, label)
+                segments.append(Segment(start, end, caption, kind, label, meta=meta))
     segments += [Segment(s, e, t, "caption") for k, (s, e, t) in enumerate(captions) if k not in used]
     summary = data.get("summary")
     if summary is not None and not isinstance(summary, str):
@@ -74,9 +86,9 @@ def _annotation(data: dict[str, Any], where: Where) -> VideoAnnotation:
     return VideoAnnotation(Path(video).stem, video, length, tuple(segments), SOURCE, summary)
 
 
-def _window(item: Any, where: Where, length: float) -> tuple[float, float]:
+def _window(item: Any, where: Where, length: float, ctx: LoadContext) -> tuple[float, float]:
     start = number(need(item, "start", where), where["start"])
-    return window(start, number(need(item, "end", where), where["end"]), length, where)
+    return ctx.window(start, number(need(item, "end", where), where["end"]), length, where, where.at)
 
 
 def _items(data: dict[str, Any], key: str, where: Where) -> list[tuple[Where, Any]]:

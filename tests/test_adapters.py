@@ -301,7 +301,8 @@ def test_cholec80_phase_runs(tmp_path: Path) -> None:
     _write(tmp_path / "video01-tool.txt", "Frame\tGrasper\n0\t1\n")  # a tool file with a bad header: noted
     ctx = LoadContext(LoadOptions(fps=25.0))
     videos = load_annotations("cholec80", tmp_path, ctx)
-    assert [(n.action, n.reason, n.record) for n in ctx.notes] == [("skipped", "unexpected header", "video01-tool.txt")]
+    notes = [(n.action, n.reason, n.record) for n in ctx.notes]
+    assert notes == [("skipped", "unexpected header", "video01-tool.txt")]
     assert [(v.video_id, v.video, v.duration) for v in videos] == [
         ("video01", "video01.mp4", 6.4),
         ("video02", "video02.mp4", 6.0),
@@ -453,7 +454,8 @@ def test_clock_seconds() -> None:
 
 
 def test_dispatch_and_unknown_source(tmp_path: Path) -> None:
-    assert set(ADAPTERS) == {"synthclin", "activitynet", "charades", "qvhighlights", "cholec80", "medvidqa"}
+    assert set(ADAPTERS) == {"synthclin", "activitynet", "charades", "qvhighlights", "cholec80", "medvidqa",
+                             "activitynet13", "autolaparo", "cataract101", "ophnet", "multibypass140", "svu31k"}
     path = _write(tmp_path / "charades.txt", CHARADES)
     assert load_annotations("charades", str(path)) == ADAPTERS["charades"](path, LoadContext())
     with pytest.raises(ValueError, match=r"unknown annotation source 'ego4d'.*charades.*medvidqa"):
@@ -472,6 +474,12 @@ REAL_FILES = {
     "qvhighlights": "*train*.jsonl",
     "cholec80": "phase_annotations",
     "medvidqa": "*.json",
+    "autolaparo": "labels",
+    "cataract101": ".",
+    "ophnet": "*phase*.csv",
+    "multibypass140": ".",
+    "activitynet13": "*.json",
+    "svu31k": "svu-31k*.json",
 }
 
 
@@ -485,7 +493,7 @@ def test_real_data(source: str) -> None:
     if not paths:
         pytest.skip(f"no {source} data under {root}")
     for path in paths:
-        videos = load_annotations(source, path)
+        videos = load_annotations(source, path, LoadContext(LoadOptions(fps=25.0 if source == "cholec80" else None)))
         assert videos and all(v.segments and v.source == source for v in videos), path
         for video in videos:
             limit = video.duration if video.duration is not None else float("inf")

@@ -46,7 +46,7 @@ def test_video_paths_are_relative_to_the_file_so_a_suite_moves_and_reads_from_an
 def test_older_schema_asks_for_a_rebuild(tmp_path: Path) -> None:
     old = dataclasses.asdict(_sample()) | {"schema": "medscope.sample/1"}
     (tmp_path / "s.jsonl").write_text(json.dumps(old) + "\n")
-    with pytest.raises(RecordError, match="older medscope.*medscope suite build"):
+    with pytest.raises(RecordError, match=r"older medscope.*medscope suite build"):
         list(read_jsonl(tmp_path / "s.jsonl"))
 
 

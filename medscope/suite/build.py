@@ -52,6 +52,8 @@ class BuildConfig:
         default=None, metadata={"help": "rephrase questions with a model: hf:MODEL_DIR | openai:MODEL@BASE_URL"}
     )
     workers: int = field(default=2, metadata={"help": "processes for trajectories (one video each)"})
+    trajectories: bool = field(
+        default=True, metadata={"help": "write reference trajectories (off: samples only, e.g. an eval-only suite)"})
     on_error: str = field(
         default="skip", metadata={"help": "skip | raise: a missing or unreadable video (skips are noted)"})
     qa: QAConfig = field(default_factory=QAConfig)
@@ -118,6 +120,18 @@ def _trajectories_for_video(samples: list[Sample]) -> list[Trajectory]:
         return [make_trajectory(sample, source) for sample in samples]
 
 
+def _all_trajectories(samples: Sequence[Sample], workers: int) -> list[Trajectory]:
+    by_video: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_video.setdefault(sample.video, []).append(sample)
+    trajectories: list[Trajectory] = []
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        jobs = pool.map(_trajectories_for_video, by_video.values())
+        for chunk in tqdm(jobs, total=len(by_video), desc="trajectories", unit="video"):
+            trajectories.extend(chunk)
+    return trajectories
+
+
 def build(config: BuildConfig) -> dict[str, dict[str, int]]:
     """Run the whole builder; returns the funnel table."""
     if not config.annotations or not config.out:
@@ -144,20 +158,14 @@ def build(config: BuildConfig) -> dict[str, dict[str, int]]:
     drops = drops_common + drops_global + drops_consistency + drops_cap
     filters.log_drops(drops)
 
-    by_video: dict[str, list[Sample]] = {}
-    for sample in kept:
-        by_video.setdefault(sample.video, []).append(sample)
-    trajectories: list[Trajectory] = []
-    with ProcessPoolExecutor(max_workers=max(1, config.workers)) as pool:
-        jobs = pool.map(_trajectories_for_video, by_video.values())
-        for chunk in tqdm(jobs, total=len(by_video), desc="trajectories", unit="video"):
-            trajectories.extend(chunk)
+    trajectories = _all_trajectories(kept, config.workers) if config.trajectories else []
 
     stages = ["commonsense", "global_summary", "consistency"] + (["cap"] if config.qa.max_per_task else [])
     table = filters.funnel(generated, drops, stages)
     records = {"read": ctx.records, **ctx.counts()}
     write_jsonl(out / "samples.jsonl", kept)
-    write_jsonl(out / "trajectories.jsonl", trajectories)
+    if config.trajectories:
+        write_jsonl(out / "trajectories.jsonl", trajectories)
     write_text_atomic(out / "drops.jsonl", "".join(json.dumps(dataclasses.asdict(d)) + "\n" for d in drops))
     write_text_atomic(out / "load_notes.jsonl",
                       "".join(json.dumps(dataclasses.asdict(n), ensure_ascii=False) + "\n" for n in ctx.notes))

@@ -12,7 +12,8 @@ evidence window of a sample is the segment (or segments) that hold its answer:
 - ``mcq``: which of four options happens in a window → a letter; distractors are other segments or labels
   of the same video; how long a phase lasts → a letter, distractors the other phases' lengths;
 - ``caption``: describe the whole video → the summary (evidence = the whole video);
-- ``fine_caption``: describe a window → the segment's text.
+- ``fine_caption``: describe a window → the segment's text;
+- a source's own question and answer (``"qa"`` segments, SVU-31K) → that sample as it is (``source_qa``).
 
 Phase sources (Cholec80, AutoLaparo, Cataract-101, OphNet, MultiBypass140) also give ``phase_at`` (which
 phase is under way at a time; evidence: that phase's span) and ``phase_next`` (which phase follows a phase
@@ -38,7 +39,7 @@ from medscope.suite.records import Sample, Segment, VideoAnnotation
 TEMPLATES = {
     "ground_text": 'When does the following happen: "{text}"? Answer with the time window in seconds.',
     "ground_question": "{text} Answer with the time window, in seconds, of the part of the video that shows it.",
-    "ground_label": "When does {label} happen? Answer with the time window in seconds.",
+    "ground_label": "When does {label} happen? Answer with the time window(s) in seconds.",
     "ground_phase": "When does the {label} phase take place? Answer with the time window(s) in seconds.",
     "ground_instrument": "When is the {label} in view? Answer with the time window(s) in seconds.",
     "phase_at": "Which surgical phase is under way at {time:.1f}s?",
@@ -119,8 +120,9 @@ def _grounding(annotation: VideoAnnotation) -> Iterator[tuple[str, str, list[Seg
     for seg in _localisable(annotation):
         if seg.kind == "question":
             ask("ground_question", TEMPLATES["ground_question"].format(text=seg.text.strip()), seg, seg.text)
-        elif seg.kind == "event" and seg.label and sum(s.label == seg.label for s in annotation.segments) == 1:
-            ask("ground_label", TEMPLATES["ground_label"].format(label=_human(seg.label)), seg, seg.text)
+        elif seg.kind == "event" and seg.label:  # a label that recurs gives one question with every window
+            name = str(seg.meta.get("name") or _human(seg.label))
+            ask("ground_label", TEMPLATES["ground_label"].format(label=name), seg, name)
         elif seg.kind == "instrument" and not seg.meta.get("side") and seg.label:
             name = str(seg.meta.get("name") or _human(seg.label))
             ask("ground_instrument", TEMPLATES["ground_instrument"].format(label=name), seg, name)
@@ -242,6 +244,10 @@ def generate_samples(annotation: VideoAnnotation, duration: float, config: QACon
         add("grounding", template, question, answer, segs, " ".join(seg.text for seg in segs), query)
     for template, question, answer, seg in _grounded_vqa(annotation):
         add("grounded_vqa", template, question, answer, [seg], seg.text, question)
+    for seg in annotation.segments:  # a source's own question and answer (SVU-31K), evidence its window
+        if seg.kind == "qa" and seg.meta.get("task") in ("grounded_vqa", "fine_caption"):
+            answer = str(seg.meta.get("answer", ""))
+            add(str(seg.meta["task"]), "source_qa", seg.text, answer, [seg], answer, seg.text)
     for template, question, answer, seg, query in _phases(annotation):
         add("grounded_vqa", template, question, answer, [seg], seg.text, query)
     for question, options, index, seg in _mcq(annotation, config, rng):

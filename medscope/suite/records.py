@@ -29,7 +29,7 @@ TRAJECTORY_SCHEMA = "medscope.trajectory/2"
 _OLD_SCHEMAS = ("medscope.sample/1", "medscope.trajectory/1")
 TASKS = ("grounding", "grounded_vqa", "mcq", "caption", "fine_caption")
 Task = Literal["grounding", "grounded_vqa", "mcq", "caption", "fine_caption"]
-SegmentKind = Literal["caption", "phase", "event", "instrument", "query", "question"]
+SegmentKind = Literal["caption", "phase", "event", "instrument", "query", "question", "qa"]
 
 
 class RecordError(ValueError):
@@ -41,7 +41,9 @@ class Segment:
     """A timestamped piece of annotation: a caption, a phase, an event, a grounding query or a question.
 
     ``kind == "question"`` holds a question in ``text`` whose visual answer is the window (MedVidQA);
-    ``kind == "query"`` a sentence to localise (Charades-STA, QVHighlights). ``label`` is a class name
+    ``kind == "query"`` a sentence to localise (Charades-STA, QVHighlights); ``kind == "qa"`` a question in
+    ``text`` with its answer in ``meta["answer"]`` and its task in ``meta["task"]`` (``grounded_vqa`` or
+    ``fine_caption``), the window being its evidence (SVU-31K). ``label`` is a class name
     (phase, event, instrument) when there is one; ``windows``, when set, lists every window of a multi-window
     query (the first is also ``start``/``end``).
     """

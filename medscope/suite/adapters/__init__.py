@@ -16,7 +16,6 @@ access is through ``ctx``: durations and frame rates of the videos that are ther
     ophnet          OphNet CSV ``video_id,start,end,split,...`` or ActivityNet-style JSON
     multibypass140  MultiBypass140 JSON (phases and steps in milliseconds)
     svu31k          SVU-31K (SurgVidLM) ``messages``/``videos``/``timecodes``/``tag`` records
-    medvideocap     MedVideoCap-55K clip captions
 
 Every record is read through ``LoadContext`` (``medscope.suite.loading``): by default a malformed record is
 skipped and a window overrunning the video is clamped, each noted with its file, line or JSON path, field and
@@ -139,10 +138,16 @@ def _short(value: Any, limit: int = 60) -> str:
 # The adapter modules import the helpers above, so they are imported after them.
 from medscope.suite.adapters import (  # noqa: E402
     activitynet,
+    activitynet13,
+    autolaparo,
+    cataract101,
     charades,
     cholec80,
     medvidqa,
+    multibypass140,
+    ophnet,
     qvhighlights,
+    svu31k,
     synthclin,
 )
 
@@ -153,6 +158,12 @@ ADAPTERS: dict[str, Callable[[Path, LoadContext], list[VideoAnnotation]]] = {
     "qvhighlights": qvhighlights.load,
     "cholec80": cholec80.load,
     "medvidqa": medvidqa.load,
+    "activitynet13": activitynet13.load,
+    "autolaparo": autolaparo.load,
+    "cataract101": cataract101.load,
+    "ophnet": ophnet.load,
+    "multibypass140": multibypass140.load,
+    "svu31k": svu31k.load,
 }
 
 

@@ -18,6 +18,7 @@ from medscope.agent.backends.processors import load_processor  # noqa: E402
 from medscope.agent.loop import AgentConfig  # noqa: E402
 from medscope.agent.protocol import FinalAnswer, ToolCall, parse_turn, render_answer, render_tool_call  # noqa: E402
 from medscope.suite.build import BuildConfig, build  # noqa: E402
+from medscope.suite.qa import QAConfig  # noqa: E402
 from medscope.suite.records import Trajectory, read_jsonl  # noqa: E402
 from medscope.train import grpo, sft, tiny  # noqa: E402
 from medscope.train.data import sft_rows, system_message  # noqa: E402
@@ -35,7 +36,9 @@ AGENT = AgentConfig(tools=TOOLS)
 @pytest.fixture(scope="module")
 def suite(synth_video: SynthClinVideo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("suite")
-    build(BuildConfig(source="synthclin", annotations=str(synth_video.annotation_path), out=str(out), workers=1))
+    # one sample per task (a grounding question and the whole-video caption) keeps the training tests small
+    build(BuildConfig(source="synthclin", annotations=str(synth_video.annotation_path), out=str(out), workers=1,
+                      qa=QAConfig(max_per_task=1)))
     return out
 
 

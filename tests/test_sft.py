@@ -22,6 +22,7 @@ from medscope.agent.backends.hf import HFBackend  # noqa: E402
 from medscope.agent.loop import AgentConfig  # noqa: E402
 from medscope.config import add_config_arguments, config_from_args  # noqa: E402
 from medscope.suite.build import BuildConfig, build  # noqa: E402
+from medscope.suite.qa import QAConfig  # noqa: E402
 from medscope.suite.records import read_jsonl  # noqa: E402
 from medscope.train import sft, tiny  # noqa: E402
 from medscope.train.data import fill_images, sft_rows  # noqa: E402
@@ -36,7 +37,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models train fa
 @pytest.fixture(scope="module")
 def suite(synth_video: SynthClinVideo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("suite")
-    build(BuildConfig(source="synthclin", annotations=str(synth_video.annotation_path), out=str(out), workers=1))
+    # one sample per task (a grounding question and the whole-video caption) keeps the training tests small
+    build(BuildConfig(source="synthclin", annotations=str(synth_video.annotation_path), out=str(out), workers=1,
+                      qa=QAConfig(max_per_task=1)))
     return out
 
 

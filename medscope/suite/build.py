@@ -48,6 +48,9 @@ class BuildConfig:
     judge: str = field(
         default="rules", metadata={"help": "filter judge: rules | hf:MODEL_DIR | openai:MODEL@BASE_URL"}
     )
+    filters: tuple[str, ...] = field(
+        default=filters.LEVELS, metadata={"help": "filter levels to apply (consistency alone keeps an official "
+                                          "split as published, for comparable numbers)"})
     rewrite: str | None = field(
         default=None, metadata={"help": "rephrase questions with a model: hf:MODEL_DIR | openai:MODEL@BASE_URL"}
     )
@@ -120,6 +123,28 @@ def _trajectories_for_video(samples: list[Sample]) -> list[Trajectory]:
         return [make_trajectory(sample, source) for sample in samples]
 
 
+def _filter(samples: list[Sample], summaries: dict[str, str],
+            config: BuildConfig) -> tuple[list[Sample], list[filters.Drop]]:
+    """The chosen filter levels in the paper's order, then the per-task cap; the kept samples and every drop."""
+    unknown = set(config.filters) - set(filters.LEVELS)
+    if unknown:
+        raise ValueError(f"--filters {' '.join(sorted(unknown))}: the levels are {' '.join(filters.LEVELS)}")
+    kept, drops = list(samples), []
+    if {"commonsense", "global_summary"} & set(config.filters):
+        blind, summary_judge = _judges(config.judge, samples)
+        if "commonsense" in config.filters:
+            kept, dropped = filters.commonsense_filter(kept, blind)
+            drops += dropped
+        if "global_summary" in config.filters:
+            kept, dropped = filters.global_summary_filter(kept, summary_judge, summaries)
+            drops += dropped
+    if "consistency" in config.filters:
+        kept, dropped = filters.ConsistencyFilter()(kept)
+        drops += dropped
+    kept, dropped = filters.cap_per_task(kept, config.qa.max_per_task, seed=config.qa.seed)
+    return kept, drops + dropped
+
+
 def _all_trajectories(samples: Sequence[Sample], workers: int) -> list[Trajectory]:
     by_video: dict[str, list[Sample]] = {}
     for sample in samples:
@@ -150,17 +175,12 @@ def build(config: BuildConfig) -> dict[str, dict[str, int]]:
                            f"{_describe(ctx.counts()['skipped']) or 'no question could be generated from them'}")
     if config.rewrite:
         generated = rewrite_questions(generated, backend_from_spec(config.rewrite))
-    blind, summary_judge = _judges(config.judge, generated)
-    kept, drops_common = filters.commonsense_filter(generated, blind)
-    kept, drops_global = filters.global_summary_filter(kept, summary_judge, summaries)
-    kept, drops_consistency = filters.ConsistencyFilter()(kept)
-    kept, drops_cap = filters.cap_per_task(kept, config.qa.max_per_task, seed=config.qa.seed)
-    drops = drops_common + drops_global + drops_consistency + drops_cap
+    kept, drops = _filter(generated, summaries, config)
     filters.log_drops(drops)
 
     trajectories = _all_trajectories(kept, config.workers) if config.trajectories else []
 
-    stages = ["commonsense", "global_summary", "consistency"] + (["cap"] if config.qa.max_per_task else [])
+    stages = [*config.filters, *(["cap"] if config.qa.max_per_task else [])]
     table = filters.funnel(generated, drops, stages)
     records = {"read": ctx.records, **ctx.counts()}
     write_jsonl(out / "samples.jsonl", kept)

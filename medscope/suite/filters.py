@@ -32,6 +32,7 @@ from medscope.eval.metrics import answer_score, normalize_answer, option_letter
 from medscope.suite.records import Sample
 
 log = logging.getLogger(__name__)
+LEVELS = ("commonsense", "global_summary", "consistency")
 
 
 class Judge(Protocol):
@@ -94,9 +95,10 @@ class BlindPriorJudge:
 
 class SummaryRuleJudge:
     """Rule default for the global level, a judge with perfect perception of the global view only: it knows
-    the answer when the summary states it, when the evidence spans most of the video, or (for questions that
-    are not about *when*) when one of the ``overview_frames`` uniform overview frames falls inside the
-    evidence, since the overview alone then shows it."""
+    the answer when the summary states it, when the evidence spans most of the video, or when one of the
+    ``overview_frames`` uniform overview frames falls inside the evidence, since the overview alone then shows
+    it; a *when* question shown by two or more overview frames it answers with the span of those frames
+    (widened by half their spacing), which is right (IoU >= 0.5) for a long phase."""
 
     def __init__(self, *, max_evidence_share: float = 0.5, overview_frames: int = 16) -> None:
         self.max_evidence_share = max_evidence_share
@@ -104,10 +106,16 @@ class SummaryRuleJudge:
 
     def answer(self, sample: Sample, context: str) -> str | None:
         covered = sum(e - s for s, e in sample.evidence) / sample.duration
-        if sample.task == "grounding":
-            return f"[0.00, {sample.duration:.2f}]" if covered > self.max_evidence_share else None
         gap = sample.duration / self.overview_frames
-        seen = any(s <= (j + 0.5) * gap <= e for j in range(self.overview_frames) for s, e in sample.evidence)
+        frames = [(j + 0.5) * gap for j in range(self.overview_frames)]
+        hits = [t for t in frames if any(s <= t <= e for s, e in sample.evidence)]
+        if sample.task == "grounding":
+            if covered > self.max_evidence_share:
+                return f"[0.00, {sample.duration:.2f}]"
+            # Seen on two or more overview frames (a phase minutes long), the span of those frames widened by half a
+            # spacing locates it; seen once (a short event), the overview says where to look, not when it is.
+            return f"[{max(0.0, hits[0] - gap / 2):.2f}, {hits[-1] + gap / 2:.2f}]" if len(hits) >= 2 else None
+        seen = bool(hits)
         if covered > self.max_evidence_share or seen:
             return sample.answer
         if sample.task == "mcq" and sample.options:

@@ -40,11 +40,11 @@ TEMPLATES = {
     "ground_text": 'When does the following happen: "{text}"? Answer with the time window in seconds.',
     "ground_question": "{text} Answer with the time window, in seconds, of the part of the video that shows it.",
     "ground_label": "When does {label} happen? Answer with the time window(s) in seconds.",
-    "ground_phase": "When does the {label} phase take place? Answer with the time window(s) in seconds.",
+    "ground_phase": "When does {phase} take place? Answer with the time window(s) in seconds.",
     "ground_instrument": "When is the {label} in view? Answer with the time window(s) in seconds.",
     "phase_at": "Which surgical phase is under way at {time:.1f}s?",
-    "phase_next": "Which phase comes right after the {label} phase?",
-    "phase_length": "How long does the {label} phase last in total?",
+    "phase_next": "Which phase comes right after {phase}?",
+    "phase_length": "How long does {phase} last in total?",
     "after": 'What happens right after "{text}"?',
     "event_where": "Where in the field does the {label} appear?",
     "instrument_side": "Which instrument enters from the {side} during the {phase}?",
@@ -132,13 +132,18 @@ def _grounding(annotation: VideoAnnotation) -> Iterator[tuple[str, str, list[Seg
     for seg in annotation.segments:
         if seg.kind == "phase" and seg.label:
             name = _phase_name(seg)
-            ask("ground_phase", TEMPLATES["ground_phase"].format(label=name), seg, name)
+            ask("ground_phase", TEMPLATES["ground_phase"].format(phase=_phase_phrase(name)), seg, name)
     for (template, _), (question, segs, query) in asked.items():
         yield template, question, segs, query
 
 
 def _phase_name(seg: Segment) -> str:
     return str(seg.meta.get("name") or _human(seg.label or seg.text))
+
+
+def _phase_phrase(name: str) -> str:
+    """``"the clipping and cutting phase"``; a name that already says phase (OphNet's ``"phase 12"``) as it is."""
+    return name if "phase" in name.lower().split() else f"the {name} phase"
 
 
 def _phases(annotation: VideoAnnotation) -> Iterator[tuple[str, str, str, Segment, str]]:
@@ -150,7 +155,7 @@ def _phases(annotation: VideoAnnotation) -> Iterator[tuple[str, str, str, Segmen
         yield "phase_at", question, _phase_name(seg), seg, f"phase at {middle}"
     for prev, nxt in itertools.pairwise(phases):
         if sum(p.label == prev.label for p in phases) == 1 and nxt.label != prev.label:
-            question = TEMPLATES["phase_next"].format(label=_phase_name(prev))
+            question = TEMPLATES["phase_next"].format(phase=_phase_phrase(_phase_name(prev)))
             yield "phase_next", question, _phase_name(nxt), nxt, f"after {_phase_name(prev)}"
 
 
@@ -170,7 +175,8 @@ def _phase_lengths(annotation: VideoAnnotation, config: QAConfig,
             continue
         options = [*rng.sample(others, config.mcq_options - 1), truth]
         rng.shuffle(options)
-        yield TEMPLATES["phase_length"].format(label=_phase_name(segs[0])), options, options.index(truth), segs
+        question = TEMPLATES["phase_length"].format(phase=_phase_phrase(_phase_name(segs[0])))
+        yield question, options, options.index(truth), segs
 
 
 def _minutes(seconds: float) -> str:

@@ -70,7 +70,7 @@ def input_files(path: Path, pattern: str) -> list[Path]:
 def need(record: Any, key: str, where: Where) -> Any:
     """``record[key]``, where ``record`` must be a JSON object holding ``key``."""
     if not isinstance(record, dict):
-        raise where.error(f"got {type(record).__name__} {_short(record)}; expected a JSON object")
+        raise where.error(f"got {type(record).__name__} {short(record)}; expected a JSON object")
     if key not in record:
         raise where.error(f"missing field {key!r}; expected a record with {key!r}")
     return record[key]
@@ -78,7 +78,7 @@ def need(record: Any, key: str, where: Where) -> Any:
 
 def number(value: Any, where: Where, expected: str = "a number of seconds") -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise where.error(f"got {_short(value)}; expected {expected}")
+        raise where.error(f"got {short(value)}; expected {expected}")
     return float(value)
 
 
@@ -92,14 +92,14 @@ def duration(value: Any, where: Where) -> float:
 def text(value: Any, where: Where) -> str:
     """A non-empty string, stripped."""
     if not isinstance(value, str) or not value.strip():
-        raise where.error(f"got {_short(value)}; expected a non-empty string")
+        raise where.error(f"got {short(value)}; expected a non-empty string")
     return value.strip()
 
 
 def pair(value: Any, where: Where) -> tuple[float, float]:
     """A JSON ``[start, end]`` of numbers (not yet checked as a window)."""
     if not isinstance(value, list | tuple) or len(value) != 2:
-        raise where.error(f"got {_short(value)}; expected a [start, end] pair of seconds")
+        raise where.error(f"got {short(value)}; expected a [start, end] pair of seconds")
     return number(value[0], where[0]), number(value[1], where[1])
 
 
@@ -130,7 +130,7 @@ def split_of(path: Path, names: tuple[str, ...] = ("train", "val", "test")) -> s
     return next((name for name in names if name in words), None)
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def short(value: Any, limit: int = 60) -> str:
     shown = repr(value)
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 

@@ -38,7 +38,7 @@ Quirks and choices:
 - ``messages`` must be exactly two turns, ``user`` then ``assistant`` (the authors' code reads ``[0]`` and
   ``[1]``); ``videos`` exactly one path. Other shapes are skipped rather than guessed at.
 
-Uncertain (no annotation file or sample record is public; see PAPER_SOURCES_NOTES.md):
+Uncertain (no annotation file or sample record is public):
 
 - the test split's file name(s) (the README says only ``test_data.json``); any name is read, the split is
   whatever the name states;
@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from medscope.suite.adapters import LoadContext, Where, _short, need, pair, read_json, split_of, text
+from medscope.suite.adapters import LoadContext, Where, need, pair, read_json, short, split_of, text
 from medscope.suite.records import Segment, VideoAnnotation
 
 SOURCE = "svu31k"
@@ -168,7 +168,7 @@ def _video_name(record: dict[str, Any], where: Where) -> str:
     """The file name of ``videos[0]`` (the authors' directories are theirs; POSIX or Windows separators)."""
     videos = need(record, "videos", where)
     if not isinstance(videos, list) or len(videos) != 1:
-        raise where["videos"].error(f"got {_short(videos)}; expected a list of one video path")
+        raise where["videos"].error(f"got {short(videos)}; expected a list of one video path")
     declared = text(videos[0], where["videos"][0])
     name = PurePosixPath(declared.replace("\\", "/")).name
     if not PurePosixPath(name).stem:

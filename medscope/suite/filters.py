@@ -95,10 +95,9 @@ class BlindPriorJudge:
 
 class SummaryRuleJudge:
     """Rule default for the global level, a judge with perfect perception of the global view only: it knows
-    the answer when the summary states it, when the evidence spans most of the video, or when one of the
-    ``overview_frames`` uniform overview frames falls inside the evidence, since the overview alone then shows
-    it; a *when* question shown by two or more overview frames it answers with the span of those frames
-    (widened by half their spacing), which is right (IoU >= 0.5) for a long phase."""
+    the answer when the summary states it, when the evidence spans most of the video, or (for questions that
+    are not about *when*) when one of the ``overview_frames`` uniform overview frames falls inside the
+    evidence, since the overview alone then shows it."""
 
     def __init__(self, *, max_evidence_share: float = 0.5, overview_frames: int = 16) -> None:
         self.max_evidence_share = max_evidence_share
@@ -106,16 +105,11 @@ class SummaryRuleJudge:
 
     def answer(self, sample: Sample, context: str) -> str | None:
         covered = sum(e - s for s, e in sample.evidence) / sample.duration
-        gap = sample.duration / self.overview_frames
-        frames = [(j + 0.5) * gap for j in range(self.overview_frames)]
-        hits = [t for t in frames if any(s <= t <= e for s, e in sample.evidence)]
         if sample.task == "grounding":
-            if covered > self.max_evidence_share:
-                return f"[0.00, {sample.duration:.2f}]"
-            # Seen on two or more overview frames (a phase minutes long), the span of those frames widened by half a
-            # spacing locates it; seen once (a short event), the overview says where to look, not when it is.
-            return f"[{max(0.0, hits[0] - gap / 2):.2f}, {hits[-1] + gap / 2:.2f}]" if len(hits) >= 2 else None
-        seen = bool(hits)
+            # Overview frames tell where to look, not when it starts and ends: only whole-video spans are given.
+            return f"[0.00, {sample.duration:.2f}]" if covered > self.max_evidence_share else None
+        gap = sample.duration / self.overview_frames
+        seen = any(s <= (j + 0.5) * gap <= e for j in range(self.overview_frames) for s, e in sample.evidence)
         if covered > self.max_evidence_share or seen:
             return sample.answer
         if sample.task == "mcq" and sample.options:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -40,3 +41,14 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def repair_text(text: str) -> str:
+    """``text`` with lone UTF-16 surrogates (``"\\ud800"``, which a server's JSON can carry) replaced by U+FFFD, so
+    it can be written as UTF-8; valid pairs are joined. Everything else is unchanged."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def json_line(record: object) -> str:
+    """One JSONL line (``\\n``-terminated) that can always be written as UTF-8, whatever text the record holds."""
+    return repair_text(json.dumps(record, ensure_ascii=False)) + "\n"

@@ -244,7 +244,11 @@ def test_eval_run_records_judge_scores(server: JudgeServer, caption_samples: Pat
     for row in runs["agent"]:
         assert {row["metrics"][d] for d in ("CI", "DO", "CU", "TU")} == set(CANNED.values())
     table = next(iter(summarize(runs["agent"]).values()))
-    assert table["CI"] == CANNED["ci"] and table["TU"] == CANNED["tu"]
+    n = len(runs["agent"])
+    assert table["CI"] == {"mean": CANNED["ci"], "n": n, "of": n} and table["TU"]["mean"] == CANNED["tu"]
+    # a resume must judge as the run did: without --judge it refuses instead of mixing judged and unjudged rows
+    with pytest.raises(ValueError, match=r"another setup.*judge"):
+        evaluate(EvalConfig(samples=str(caption_samples), out=str(tmp_path), baseline="none"))
 
 
 def test_unreachable_judge_stops_the_run_with_a_clear_message(

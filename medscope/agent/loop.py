@@ -19,6 +19,7 @@ from medscope.agent import protocol
 from medscope.agent.backends.base import Backend, Message, text_part
 from medscope.agent.protocol import FinalAnswer, FormatError, ToolCall
 from medscope.agent.trace import Episode, ObservationRecord, TurnRecord
+from medscope.io import repair_text
 from medscope.video.source import VideoSource
 from medscope.video.tools import Observation, ToolConfig, VideoTools
 
@@ -120,7 +121,8 @@ def _turn(
     episode: Episode,
 ) -> tuple[TurnRecord, FinalAnswer | None]:
     t0 = time.perf_counter()
-    raw = backend.generate(messages, stop=stop, max_new_tokens=config.max_new_tokens)
+    # a lone surrogate from a server would break every write of the episode: repaired here, once
+    raw = repair_text(backend.generate(messages, stop=stop, max_new_tokens=config.max_new_tokens))
     generate_seconds = time.perf_counter() - t0
     parsed = protocol.parse_turn(raw, duration=tools.source.duration_seconds)
     messages.append({"role": "assistant", "content": [text_part(raw)]})

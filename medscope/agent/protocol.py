@@ -12,7 +12,6 @@ This module depends on no model library; the loop, the suite's trajectories and 
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 import jinja2
 
 from medscope.agent.backends.base import Message, image_part, text_part
-from medscope.video.tools import TOOL_SPECS, Observation, ToolError
+from medscope.video.tools import TOOL_SPECS, Observation, ToolError, finite_seconds
 
 PROMPT_VERSION = "1"
 Window = tuple[float, float]
@@ -184,14 +183,18 @@ def _parse_call(body: str, think: str) -> Parsed:
         payload = json.loads(body.strip())
     except json.JSONDecodeError as exc:
         return FormatError(f"The tool call is not valid JSON ({exc.msg} at char {exc.pos}). {FORMAT_HINT}", think)
+    except (ValueError, RecursionError):  # a number too long to convert, or nesting too deep for the parser
+        return FormatError(f"The tool call is not JSON this parser can read (a huge number or deep nesting). "
+                           f"{FORMAT_HINT}", think)
     if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
         return FormatError(f'A tool call is a JSON object with a "name" and "arguments". {FORMAT_HINT}', think)
     arguments = payload.get("arguments", {})
     if isinstance(arguments, str):  # OpenAI-style: arguments as a JSON-encoded string
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as exc:
-            return FormatError(f"The tool arguments string is not valid JSON ({exc.msg}). {FORMAT_HINT}", think)
+        except (ValueError, RecursionError) as exc:
+            return FormatError(f"The tool arguments string is not valid JSON ({_clip(str(exc))}). {FORMAT_HINT}",
+                               think)
     return ToolCall(payload["name"], arguments, think)
 
 
@@ -201,13 +204,13 @@ def parse_windows(text: str, *, duration: float | None = None) -> tuple[Window, 
         value = json.loads(text.strip())
     except (ValueError, RecursionError):  # bad JSON, a number too long to convert, nesting too deep
         return f"{_clip(text.strip())!r} is not a JSON list of [start, end] pairs."
-    if isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value):
+    if isinstance(value, list) and len(value) == 2 and all(finite_seconds(v) is not None for v in value):
         value = [value]
     if not isinstance(value, list) or not value:
         return "expected a non-empty list of [start, end] pairs."
     windows = []
     for pair in value:
-        if not (isinstance(pair, list) and len(pair) == 2 and all(_is_number(v) for v in pair)):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(finite_seconds(v) is not None for v in pair)):
             return f"{_clip(repr(pair))} is not a [start, end] pair of numbers."
         start, end = float(pair[0]), float(pair[1])
         if end < start:
@@ -229,18 +232,9 @@ def _clip(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def tool_calls(turns: Sequence[str], duration: float) -> list[ToolCall]:
     """The well-formed tool calls among a rollout's assistant turns, in order."""
     return [p for p in (parse_turn(t, duration=duration) for t in turns) if isinstance(p, ToolCall)]
-
-
-def _number(value: object) -> float | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None  # type: ignore[arg-type]
 
 
 def last_crop(turns: Sequence[str], duration: float) -> tuple[float, float] | None:
@@ -248,7 +242,8 @@ def last_crop(turns: Sequence[str], duration: float) -> tuple[float, float] | No
     clamps it. The rewards score it; the teacher policy reads what it watched last."""
     for call in reversed(tool_calls(turns, duration)):
         if call.name == "crop_video" and isinstance(call.arguments, dict):
-            start, end = _number(call.arguments.get("start_time")), _number(call.arguments.get("end_time"))
+            start = finite_seconds(call.arguments.get("start_time"))
+            end = finite_seconds(call.arguments.get("end_time"))
             if start is not None and end is not None:
                 start, end = min(max(start, 0.0), duration), min(max(end, 0.0), duration)
                 if end > start:
@@ -260,7 +255,7 @@ def last_frame(turns: Sequence[str], duration: float) -> float | None:
     """The last valid ``get_frame`` timestamp of a rollout, clamped into the video."""
     for call in reversed(tool_calls(turns, duration)):
         if call.name == "get_frame" and isinstance(call.arguments, dict):
-            t = _number(call.arguments.get("timestamp"))
+            t = finite_seconds(call.arguments.get("timestamp"))
             if t is not None:
                 return min(max(t, 0.0), duration)
     return None

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medscope.io import json_line
+
 SCHEMA = "medscope.episode/1"
 
 
@@ -97,7 +99,7 @@ def append_episode(path: str | Path, episode: Episode) -> None:
     followed by a good one (``read_episodes`` reports a torn last line instead of skipping it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(episode.to_dict(), ensure_ascii=False) + "\n"
+    line = json_line(episode.to_dict())
     with path.open("a", encoding="utf-8") as handle:
         handle.write(line)
         handle.flush()

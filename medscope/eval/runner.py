@@ -2,13 +2,16 @@
 
 ``results.jsonl`` (the agent) and ``baseline.jsonl`` (the uniform-sampling baseline) are append-only and keyed
 by sample id: a rerun skips finished ids, and a line torn by a kill is cut off first, so a killed run resumes
-with nothing lost or duplicated. The baseline sees, in one turn, as many uniform frames as the agent viewed
-on average, through the same backend (scripted policies get the scripted ``uniform`` policy).
+with nothing lost or duplicated. The folder is held by one run at a time and a resume must match the
+manifest of the run that started it (``medscope.eval.folder``). Samples are checked before any episode: ids
+unique, declared durations no longer than the videos. With ``--on-error skip`` an episode that fails (an
+unreadable video, a server that stays down) goes to ``failures.jsonl`` and the run goes on; a rerun retries it.
+The baseline sees, in one turn, as many uniform frames as the agent viewed on average, through the same
+backend (scripted policies get the scripted ``uniform`` policy).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -21,13 +24,18 @@ from typing import Any
 from tqdm import tqdm
 
 from medscope.agent.backends import Backend, backend_from_spec, make_backend
+from medscope.agent.backends.base import BackendError
 from medscope.agent.loop import AgentConfig, run_episode
 from medscope.agent.trace import Episode
 from medscope.eval.answers import read_windows
-from medscope.eval.judge import DIMENSIONS, Judge
+from medscope.eval.folder import claim, manifest, read_lines, repair_tail
+from medscope.eval.judge import DIMENSIONS, Judge, JudgeError
 from medscope.eval.metrics import answer_iou, answer_score, set_iou
+from medscope.io import json_line
 from medscope.suite.records import Sample, read_jsonl
 from medscope.suite.trajectories import reference_for
+from medscope.video.errors import VideoError
+from medscope.video.source import probe_duration
 
 log = logging.getLogger(__name__)
 SCRIPTED = ("oracle", "teacher", "uniform", "random")
@@ -51,6 +59,9 @@ class EvalConfig:
     judge_optional: bool = field(
         default=False, metadata={"help": "a failing judge marks its scores missing instead of stopping the run"}
     )
+    on_error: str = field(
+        default="stop", metadata={"help": "stop | skip: an episode that fails (skip: noted in failures.jsonl)"})
+    new: bool = field(default=False, metadata={"help": "start over in --out (earlier results are moved aside)"})
     agent: AgentConfig = field(default_factory=AgentConfig)
 
 
@@ -77,28 +88,13 @@ def answer_parser(sample: Sample, episode: Episode) -> str | None:
     return reading.parser if reading else "none"
 
 
-def _repair_tail(path: Path) -> None:
-    """Cut a last line that a kill left unfinished, so appending goes on from the last whole record."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    if keep < len(data):
-        log.warning("%s: dropping an unfinished last line (%d bytes) from an interrupted run", path, len(data) - keep)
-        with path.open("r+b") as handle:
-            handle.truncate(keep)
-
-
 def finished_ids(path: Path) -> set[str]:
-    _repair_tail(path)
-    if not path.exists():
-        return set()
-    return {json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()}
+    repair_tail(path)
+    return {record["id"] for record in read_lines(path)}
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return read_lines(path)
 
 
 BackendFactory = Callable[[Sample], Backend]
@@ -122,6 +118,7 @@ def run_samples(
     run: str,
     workers: int = 1,
     judge: Judge | None = None,
+    on_error: str = "stop",
 ) -> list[dict[str, Any]]:
     """Run the samples not yet in ``path``; append each result as it finishes; return all results."""
     done = finished_ids(path)
@@ -130,16 +127,26 @@ def run_samples(
     scores: list[float] = []
 
     def one(sample: Sample) -> None:
-        episode = run_episode(make(sample), sample.video, sample.question, agent, options=sample.options,
-                              task=sample.task, sample_id=sample.id,
-                              reference={"answer": sample.answer, "evidence": sample.evidence})
+        try:
+            episode = run_episode(make(sample), sample.video, sample.question, agent, options=sample.options,
+                                  task=sample.task, sample_id=sample.id,
+                                  reference={"answer": sample.answer, "evidence": sample.evidence})
+        except (VideoError, BackendError, JudgeError) as exc:
+            if on_error != "skip":
+                raise
+            failure = {"id": sample.id, "task": sample.task, "source": sample.source, "run": run,
+                       "error": f"{type(exc).__name__}: {exc}"}
+            with lock, (path.parent / "failures.jsonl").open("a", encoding="utf-8") as handle:
+                handle.write(json_line(failure))
+            log.warning("%s failed (%s); noted in failures.jsonl, the run goes on", sample.id, exc)
+            return
         metrics = sample_metrics(sample, episode)
         if judge is not None and sample.task in JUDGED_TASKS:
             metrics |= judge_metrics(judge, sample, episode)
         result: dict[str, Any] = {"id": sample.id, "task": sample.task, "source": sample.source,
                                   "video": sample.video, "run": run, "metrics": metrics,
                                   "answer_parser": answer_parser(sample, episode), "episode": episode.to_dict()}
-        line = json.dumps(result, ensure_ascii=False) + "\n"
+        line = json_line(result)
         with lock:
             with path.open("a", encoding="utf-8") as handle:
                 handle.write(line)
@@ -155,7 +162,7 @@ def run_samples(
         else:
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 list(pool.map(one, todo))
-    return read_results(path)
+    return read_lines(path)
 
 
 def _factory(config: EvalConfig, policy: str) -> BackendFactory:
@@ -174,12 +181,42 @@ def evaluate(config: EvalConfig) -> dict[str, list[dict[str, Any]]]:
     """Run the agent, then the baseline at the agent's mean frame budget; returns both result lists."""
     if not config.samples or not config.out:
         raise ValueError("eval needs --samples samples.jsonl and --out DIR")
-    samples = list(read_jsonl(config.samples))
-    if config.limit:
-        samples = samples[: config.limit]
+    if config.on_error not in ("stop", "skip"):
+        raise ValueError(f"--on-error {config.on_error!r}: use stop or skip")
+    everything = list(read_jsonl(config.samples))
+    check_samples(everything, config.samples, on_error=config.on_error)
+    samples = everything[: config.limit] if config.limit else everything
     if not samples:
         raise ValueError(f"{config.samples} holds no samples")
-    out = Path(config.out)
+    with claim(Path(config.out), manifest(config, everything), new=config.new) as out:
+        return _evaluate(config, samples, out)
+
+
+def check_samples(samples: Sequence[Sample], path: str, *, on_error: str = "stop") -> None:
+    """Ids must be unique (a duplicate would count twice); no sample may claim more video than there is (a
+    window past the real end would score). An unreadable video stops here, or (``skip``) fails its episodes."""
+    seen: dict[str, int] = {}
+    for number, sample in enumerate(samples, start=1):
+        if sample.id in seen:
+            raise ValueError(f"{path}: sample id {sample.id!r} appears twice (records {seen[sample.id]} and "
+                             f"{number}); ids must be unique")
+        seen[sample.id] = number
+    lengths: dict[str, float | None] = {}
+    for sample in samples:
+        if sample.video not in lengths:
+            try:
+                lengths[sample.video] = probe_duration(sample.video)
+            except VideoError:
+                if on_error != "skip":
+                    raise
+                lengths[sample.video] = None
+        real = lengths[sample.video]
+        if real is not None and sample.duration > real + max(1.0, 0.01 * real):
+            raise ValueError(f"{path}: sample {sample.id!r} declares a {sample.duration:g} s video but "
+                             f"{sample.video} lasts {real:g} s; rebuild the suite against these videos")
+
+
+def _evaluate(config: EvalConfig, samples: list[Sample], out: Path) -> dict[str, list[dict[str, Any]]]:
     judge = None
     if config.judge:
         judge = Judge(backend_from_spec(config.judge), optional=config.judge_optional)
@@ -187,7 +224,7 @@ def evaluate(config: EvalConfig) -> dict[str, list[dict[str, Any]]]:
         judge.score("Probe: what is shown?", "A test.", "A test.")
     workers = 1 if config.backend == "hf" else config.workers  # one local model, one forward at a time
     agent = run_samples(samples, _factory(config, config.backend), out / "results.jsonl", config.agent,
-                        run=config.backend, workers=workers, judge=judge)
+                        run=config.backend, workers=workers, judge=judge, on_error=config.on_error)
     results = {"agent": agent}
     if config.baseline == "uniform":
         budget = baseline_budget(agent)
@@ -196,7 +233,7 @@ def evaluate(config: EvalConfig) -> dict[str, list[dict[str, Any]]]:
         policy = "uniform" if config.backend in SCRIPTED else config.backend
         results["baseline"] = run_samples(samples, _factory(config, policy), out / "baseline.jsonl",
                                           replace(config.agent, tools=tools), run=f"uniform@{budget}", workers=workers,
-                                          judge=judge)
+                                          judge=judge, on_error=config.on_error)
     elif config.baseline not in (None, "none"):
         raise ValueError(f"--baseline {config.baseline!r}: use uniform or none")
     return results

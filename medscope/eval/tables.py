@@ -48,7 +48,8 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         rows = groups[key]
         task = rows[0]["task"]
         videos = [r["video"] for r in rows]
-        metric = {name: [r["metrics"][name] for r in rows] for name in rows[0]["metrics"]}
+        names = {name for r in rows for name in r["metrics"]}  # rows of a resumed run may differ (a judge added)
+        metric = {name: [r["metrics"].get(name) for r in rows] for name in names}
         entry: dict[str, Any] = {"n": len(rows)}
         if task == "grounding":
             ious = metric["iou"]
@@ -62,10 +63,11 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 entry["mIoU"] = _pct(metric["evidence_iou"], videos)
         if task in ("caption", "fine_caption"):
             entry |= _caption_columns(rows)
-            for name in ("CI", "DO", "CU", "TU"):  # judge scores, 1-5; missing (None) ones are left out
+            for name in ("CI", "DO", "CU", "TU"):  # judge scores, 1-5; the mean says how many it covers
                 scored = [v for v in metric.get(name, []) if v is not None]
                 if name in metric:
-                    entry[name] = sum(scored) / len(scored) if scored else None
+                    entry[name] = {"mean": sum(scored) / len(scored) if scored else None, "n": len(scored),
+                                   "of": len(rows)}
         for name in ("tool_calls", "frames_viewed", "seconds"):
             entry[name] = sum(metric[name]) / len(rows)
         table[key] = entry
@@ -84,13 +86,16 @@ def _caption_columns(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "ROUGE-L": scores.get("rouge_l")}
 
 
-COLUMNS = ["n", "R@0.3", "R@0.5", "R@0.7", "mIoU", "lenient", "Acc", "BLEU-4", "CIDEr", "METEOR", "ROUGE-L",
+COLUMNS = ["n", "failed", "R@0.3", "R@0.5", "R@0.7", "mIoU", "lenient", "Acc", "BLEU-4", "CIDEr", "METEOR", "ROUGE-L",
            "CI", "DO", "CU", "TU", "tool_calls", "frames_viewed", "seconds"]
 
 
 def _cell(value: Any) -> str:
     if value is None:
         return "n/a"
+    if isinstance(value, dict) and "mean" in value:  # a judge score: its mean and how many it covers
+        mean = "n/a" if value["mean"] is None else f"{value['mean']:.2f}"
+        return mean if value["n"] == value["of"] else f"{mean} (n={value['n']}/{value['of']})"
     if isinstance(value, dict):
         return f"{value['value']:.1f} ± {value['se']:.1f}"
     if isinstance(value, float):
@@ -109,6 +114,22 @@ def markdown(runs: dict[str, dict[str, dict[str, Any]]]) -> str:
                 entry = table[key]
                 lines.append(f"| {key} | {run} | " + " | ".join(_cell(entry.get(c, "")) for c in used) + " |")
     return "\n".join(lines)
+
+
+def _count_failures(summaries: dict[str, dict[str, dict[str, Any]]], runs: dict[str, list[dict[str, Any]]],
+                    path: Path) -> None:
+    from medscope.eval.folder import read_lines
+
+    failures = read_lines(path)
+    for name, results in runs.items():
+        done = {r["id"] for r in results}
+        run_names = {r["run"] for r in results}
+        for failure in failures:
+            if failure.get("run") in run_names and failure["id"] not in done:
+                key = f"{failure.get('task')}/{failure.get('source')}"
+                entry = summaries.setdefault(name, {}).setdefault(key, {"n": 0})
+                entry["failed"] = entry.get("failed", 0) + 1
+                done.add(failure["id"])  # a sample that failed twice is one failure
 
 
 def plot(runs: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
@@ -143,9 +164,11 @@ def plot(runs: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
 
 
 def write_tables(runs: dict[str, list[dict[str, Any]]], out: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """Summaries of every run as tables.md, tables.json and frames_vs_score.png in ``out``."""
+    """Summaries of every run as tables.md, tables.json and frames_vs_score.png in ``out``; samples whose
+    episode failed (``failures.jsonl``, not since finished) are counted in a ``failed`` column."""
     out = Path(out)
     summaries = {run: summarize(results) for run, results in runs.items() if results}
+    _count_failures(summaries, runs, out / "failures.jsonl")
     write_text_atomic(out / "tables.md", markdown(summaries) + "\n")
     write_text_atomic(out / "tables.json", json.dumps(summaries, indent=2))
     plot(summaries, out / "frames_vs_score.png")

@@ -27,7 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from medscope.agent.backends import backend_from_spec
-from medscope.io import write_text_atomic
+from medscope.io import json_line, write_text_atomic
 from medscope.suite import filters
 from medscope.suite.adapters import load_annotations
 from medscope.suite.loading import DURATION_TOLERANCE_S, AdapterError, LoadContext, LoadOptions, VideoInfo, Where
@@ -188,7 +188,7 @@ def build(config: BuildConfig) -> dict[str, dict[str, int]]:
         write_jsonl(out / "trajectories.jsonl", trajectories)
     write_text_atomic(out / "drops.jsonl", "".join(json.dumps(dataclasses.asdict(d)) + "\n" for d in drops))
     write_text_atomic(out / "load_notes.jsonl",
-                      "".join(json.dumps(dataclasses.asdict(n), ensure_ascii=False) + "\n" for n in ctx.notes))
+                      "".join(json_line(dataclasses.asdict(n)) for n in ctx.notes))
     write_text_atomic(out / "funnel.json", json.dumps({"records": records, "samples": table}, indent=2))
     write_text_atomic(out / "README.md", dataset_card(config, kept, trajectories, table, records))
     return table

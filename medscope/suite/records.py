@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from medscope.io import atomic_path
+from medscope.io import atomic_path, json_line
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def write_jsonl(path: str | Path, records: Iterable[Sample | Trajectory]) -> int
         for record in records:
             row = dataclasses.asdict(record)
             _relative_video(row, folder)
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.write(json_line(row))
             count += 1
     return count
 

@@ -272,3 +272,24 @@ def _check_regular_file(path: Path) -> None:
         raise VideoNotFoundError(f"{path}: not a regular file (a directory, pipe or device); give a video file.")
     if path.stat().st_size == 0:
         raise NotAVideoError(f"{path}: the file is empty (0 bytes); it was probably not written completely.")
+
+
+def probe_duration(path: str | Path) -> float:
+    """The video's duration from its container header (cheap: nothing is decoded or indexed), else from an
+    index of its packets. Raises ``VideoError`` like ``VideoSource``."""
+    path = Path(path)
+    _check_regular_file(path)
+    try:
+        with av.open(str(path), mode="r") as container:
+            streams = container.streams.video
+            if not streams:
+                raise NoVideoStreamError(f"{path}: the file has no video stream (audio or data only).")
+            stream = streams[0]
+            if stream.duration and stream.time_base:
+                return float(stream.duration * stream.time_base)
+            if container.duration:
+                return container.duration / av.time_base
+    except av.error.FFmpegError as exc:
+        raise NotAVideoError(f"{path}: FFmpeg cannot read this file as a video ({exc}).") from exc
+    with VideoSource(path) as source:
+        return source.duration_seconds

@@ -171,15 +171,16 @@ class VideoTools:
         for key in expected:
             raw = arguments[key]
             if isinstance(raw, bool) or not isinstance(raw, int | float):
-                return {}, [], f"{name}: {key} must be a number of seconds, got {raw!r}."
-            if not math.isfinite(raw):
-                return {}, [], f"{name}: {key} must be a finite number of seconds, got {raw!r}."
-            value = min(max(float(raw), 0.0), duration)
-            if value != raw:
-                notes.append(f"{key} {raw:g}s clamped to {value:g}s (the video spans 0-{duration:g}s)")
+                return {}, [], f"{name}: {key} must be a number of seconds, got {_shown(raw)}."
+            seconds = finite_seconds(raw)
+            if seconds is None:
+                return {}, [], f"{name}: {key} must be a finite number of seconds, got {_shown(raw)}."
+            value = min(max(seconds, 0.0), duration)
+            if value != seconds:
+                notes.append(f"{key} {seconds:g}s clamped to {value:g}s (the video spans 0-{duration:g}s)")
             values[key] = value
         if name == "crop_video" and values["end_time"] <= values["start_time"]:
-            asked = f"[{arguments['start_time']:g}, {arguments['end_time']:g}]"
+            asked = f"[{float(arguments['start_time']):g}, {float(arguments['end_time']):g}]"
             return {}, [], (
                 f"crop_video: end_time must be greater than start_time; got {asked} "
                 f"(after clamping to the video 0-{duration:g}s: [{values['start_time']:g}, {values['end_time']:g}])."
@@ -220,3 +221,20 @@ class VideoTools:
             return error
         frames = self.source.frames_at_indices(range(lo, lo + count), max_pixels=self.config.get_frame_max_pixels)
         return Observation("get_frame", {"timestamp": timestamp}, tuple(frames), tuple(notes))
+
+
+def finite_seconds(value: object) -> float | None:
+    """``value`` as a finite float, or None: a bool, a non-number, inf/nan, or an int too large for a float
+    (a model can write 400 digits) is not a time. Never raises."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    text = repr(value)  # JSON ints stop at 4,300 digits (Python's str limit), so repr works; it may be long
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -65,7 +65,7 @@ def test_a_resume_with_another_setup_refuses_and_new_starts_over(suite: Path, tm
     assert len((aside / "results.jsonl").read_text().splitlines()) == 3  # nothing lost
     edited = _samples(tmp_path / "videos" / "v.mp4")
     write_jsonl(suite, [dataclasses.replace(edited[0], answer="[1.00, 2.00]", evidence=[[1.0, 2.0]]), *edited[1:]])
-    with pytest.raises(EvalFolderError, match="suite.fingerprint"):
+    with pytest.raises(EvalFolderError, match=r"suite\.fingerprint"):
         evaluate(_config(suite, out, backend="teacher"))
 
 

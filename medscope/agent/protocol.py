@@ -99,6 +99,8 @@ def first_user_message(
 ) -> Message:
     """Question, duration and the timestamped overview frames."""
     head = f"Video duration: {duration:.2f}s. Overview ({len(overview.frames)} frames):"
+    if overview.notes:  # frames a damaged file could not give
+        head = head[:-1] + "; note: " + "; ".join(overview.notes) + ":"
     parts = [text_part(head), *frame_parts(overview), text_part(question_text(question, options))]
     return {"role": "user", "content": parts}
 

@@ -101,12 +101,14 @@ class VideoSource:
             raise
         self._cache = _FrameCache(cache_bytes)
         self._decoder: Iterator[av.VideoFrame] | None = None
+        self._pending: av.VideoFrame | None = None  # a frame decoded but not yet walked past
         self._position = -1  # index of the last frame the open decoder produced; -1: must seek
 
     # ---- metadata -------------------------------------------------------------------------------------------
     def _build_index(self) -> None:
         pts: list[int] = []
         key_pts: list[int] = []
+        key_dts: dict[int, int] = {}  # keyframe pts -> its decode timestamp, what demuxers such as MPEG-TS seek by
         try:
             for packet in self._container.demux(self._stream):
                 if packet.size == 0:  # the demuxer's end-of-stream marker
@@ -120,6 +122,7 @@ class VideoSource:
                 pts.append(stamp)
                 if packet.is_keyframe:
                     key_pts.append(stamp)
+                    key_dts[stamp] = packet.dts if packet.dts is not None else stamp
         except av.error.FFmpegError as exc:
             raise CorruptVideoError(f"{self.path}: unreadable packets while indexing ({exc}).") from exc
         if not pts:
@@ -128,7 +131,9 @@ class VideoSource:
             raise CorruptVideoError(f"{self.path}: no keyframe found; the stream cannot be decoded from any point.")
         self._pts = np.unique(np.asarray(pts, dtype=np.int64))  # presentation order
         self._pts_to_index = {int(p): i for i, p in enumerate(self._pts)}
-        self._key_indices = np.searchsorted(self._pts, np.unique(np.asarray(key_pts, dtype=np.int64)))
+        unique_keys = np.unique(np.asarray(key_pts, dtype=np.int64))
+        self._key_indices = np.searchsorted(self._pts, unique_keys)
+        self._seek_stamps = {int(i): key_dts[int(p)] for i, p in zip(self._key_indices, unique_keys, strict=True)}
         self.frame_times = (self._pts - self._pts[0]).astype(np.float64) * float(self._time_base)
         rate = self._stream.average_rate or self._stream.guessed_rate
         if rate:
@@ -138,9 +143,24 @@ class VideoSource:
         else:
             self.fps = 1.0
         self.duration_seconds = float(self.frame_times[-1]) + 1.0 / self.fps
+        self._check_complete(len(pts))
         self.width = int(self._stream.codec_context.width)
         self.height = int(self._stream.codec_context.height)
         self.codec = str(self._stream.codec_context.name)
+
+    def _check_complete(self, packets: int) -> None:
+        """A file cut short (an interrupted copy) whose header still declares the whole video would open at half
+        length and fail mid-episode; the header's duration and frame count against the packets present say so."""
+        declared = float(self._stream.duration * self._time_base) if self._stream.duration else None
+        frames = self._stream.frames or None
+        short_time = declared is not None and self.duration_seconds < 0.9 * declared - 1.0
+        short_frames = frames is not None and packets < 0.9 * frames - 1
+        if short_time or short_frames:
+            said = f"{declared:.1f} s" if declared is not None else f"{frames} frames"
+            raise NotAVideoError(
+                f"{self.path}: the file is truncated: its header declares {said} but only "
+                f"{self.duration_seconds:.1f} s ({packets} frames) are in it (an interrupted copy or download?). "
+                "Copy it again, or keep the readable part with `ffmpeg -i in -c copy out.mp4`.")
 
     @property
     def num_frames(self) -> int:
@@ -199,7 +219,7 @@ class VideoSource:
         for target in indices:
             keyframe = self.keyframe_at_or_before(target)
             if not (keyframe <= self._position < target and self._decoder is not None):
-                self._seek(keyframe)
+                keyframe = self._seek_before(target, keyframe)
             assert self._decoder is not None
             budget = target - keyframe + 64  # bound the walk so a broken stream can never spin forever
             while self._position < target:
@@ -209,29 +229,51 @@ class VideoSource:
                     raise CorruptVideoError(f"{self.path}: frame {target} not reached after its keyframe.")
                 if self._position == target:
                     width, height = size
-                    yield target, frame.to_image(width=width, height=height)
+                    yield target, _upright(frame.to_image(width=width, height=height), frame.rotation)
             if self._position != target:  # the decoder jumped past it: the frame cannot be decoded
                 self._decoder = None
                 raise CorruptVideoError(f"{self.path}: frame {target} ({self.frame_times[target]:.3f}s) is missing.")
 
+    def _seek_before(self, target: int, keyframe: int) -> int:
+        """Seek so that decoding starts at or before ``target``; returns the keyframe decoding starts from.
+
+        Seeking by the keyframe's decode timestamp lands on it in every container tried (MP4, MKV, WebM, MPEG-TS,
+        whose demuxer seeks by DTS and lands one GOP late when given a PTS). Should a demuxer still land past the
+        target, the keyframe before is tried, then the start of the stream."""
+        candidates = [int(k) for k in self._key_indices if k <= keyframe][::-1][:3]
+        for start in [*candidates, -1]:
+            self._seek(start)
+            frame = self._next_frame()
+            if self._position <= target:
+                self._pending, self._position = frame, -1  # the walk to the target starts with this frame
+                return max(start, 0)
+        raise CorruptVideoError(f"{self.path}: no seek reaches frame {target} ({self.frame_times[target]:.3f}s).")
+
     def _seek(self, keyframe: int) -> None:
+        """Position the demuxer at ``keyframe`` (-1: the start of the stream) and open a decoder there."""
+        stamp = self._seek_stamps[keyframe] if keyframe >= 0 else int(self._pts[0])
         try:
-            self._container.seek(int(self._pts[keyframe]), stream=self._stream, backward=True, any_frame=False)
+            self._container.seek(stamp, stream=self._stream, backward=True, any_frame=False)
         except av.error.FFmpegError as exc:
-            raise CorruptVideoError(f"{self.path}: seek to {self.frame_times[keyframe]:.3f}s failed ({exc}).") from exc
+            raise CorruptVideoError(f"{self.path}: seek to {self.frame_times[max(keyframe, 0)]:.3f}s failed "
+                                    f"({exc}).") from exc
         self._decoder = self._container.decode(self._stream)
+        self._pending = None
         self._position = -1
 
     def _next_frame(self) -> av.VideoFrame:
         assert self._decoder is not None
-        try:
-            frame = next(self._decoder)
-        except StopIteration:
-            self._decoder = None
-            raise CorruptVideoError(f"{self.path}: the stream ended before the requested frame.") from None
-        except av.error.FFmpegError as exc:
-            self._decoder = None
-            raise CorruptVideoError(f"{self.path}: decoding failed ({exc}).") from exc
+        if self._pending is not None:  # decoded by _seek_before to check where the seek landed
+            frame, self._pending = self._pending, None
+        else:
+            try:
+                frame = next(self._decoder)
+            except StopIteration:
+                self._decoder = None
+                raise CorruptVideoError(f"{self.path}: the stream ended before the requested frame.") from None
+            except av.error.FFmpegError as exc:
+                self._decoder = None
+                raise CorruptVideoError(f"{self.path}: decoding failed ({exc}).") from exc
         stamp = frame.pts if frame.pts is not None else frame.dts
         index = self._pts_to_index.get(int(stamp)) if stamp is not None else None
         if index is None:
@@ -293,3 +335,13 @@ def probe_duration(path: str | Path) -> float:
         raise NotAVideoError(f"{path}: FFmpeg cannot read this file as a video ({exc}).") from exc
     with VideoSource(path) as source:
         return source.duration_seconds
+
+
+_TURNS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
+
+
+def _upright(image: Image.Image, rotation: float) -> Image.Image:
+    """The frame as a player shows it: phones store portrait video sideways with a display-matrix rotation
+    (counter-clockwise degrees, as PyAV reports it); a model shown the stored pixels would see it sideways."""
+    turn = _TURNS.get(round(rotation) % 360)
+    return image.transpose(turn) if turn is not None else image

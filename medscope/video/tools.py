@@ -4,7 +4,9 @@
 times into the video and says so, enforces the episode's frame budget, and returns either an
 ``Observation`` (frames with their real timestamps) or a ``ToolError`` whose message tells the model what
 was wrong. It never raises on model input: errors the model caused are observations, errors we caused
-(an unreadable file) are exceptions.
+(an unreadable file) are exceptions. A damaged stretch of an otherwise readable file is neither: frames that
+cannot be decoded are left out and named in the observation's notes (a call that decodes none is a
+``ToolError`` naming the time), so the episode goes on.
 
 Rendering observations into chat messages is the protocol's job (``medscope.agent.protocol``).
 """
@@ -16,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from medscope.video.errors import CorruptVideoError
 from medscope.video.source import Frame, VideoSource
 
 
@@ -115,9 +118,11 @@ class VideoTools:
     def overview(self) -> Observation:
         """K frames spread over the whole video (bin centres, or the keyframe nearest each centre)."""
         indices = self._sample(0.0, self.source.duration_seconds, self.config.overview_frames)
-        frames = self.source.frames_at_indices(indices, max_pixels=self.config.overview_max_pixels)
+        frames, notes = self._decode(indices, self.config.overview_max_pixels)
+        if not frames:
+            raise CorruptVideoError(f"{self.source.path}: no overview frame can be decoded; " + "; ".join(notes))
         self.frames_used += len(frames)
-        return Observation("overview", {"duration": self.source.duration_seconds}, tuple(frames))
+        return Observation("overview", {"duration": self.source.duration_seconds}, tuple(frames), tuple(notes))
 
     def call(self, name: object, arguments: object) -> Observation | ToolError:
         """Run the tool a model asked for; any mistake in the request comes back as a ``ToolError``."""
@@ -209,8 +214,11 @@ class VideoTools:
         error = self._charge("crop_video", len(indices))
         if error is not None:
             return error
-        frames = self.source.frames_at_indices(indices, max_pixels=self.config.crop_max_pixels)
-        return Observation("crop_video", {"start_time": start, "end_time": end}, tuple(frames), tuple(notes))
+        frames, bad = self._decode(indices, self.config.crop_max_pixels)
+        if not frames:
+            return ToolError("crop_video", f"no frame between {start:g}s and {end:g}s can be decoded (the file is "
+                                           "damaged there); look elsewhere or answer with what you have.")
+        return Observation("crop_video", {"start_time": start, "end_time": end}, tuple(frames), (*notes, *bad))
 
     def _get_frame(self, timestamp: float, notes: list[str]) -> Observation | ToolError:
         count = min(self.config.get_frame_count, self.source.num_frames)
@@ -219,8 +227,26 @@ class VideoTools:
         error = self._charge("get_frame", count)
         if error is not None:
             return error
-        frames = self.source.frames_at_indices(range(lo, lo + count), max_pixels=self.config.get_frame_max_pixels)
-        return Observation("get_frame", {"timestamp": timestamp}, tuple(frames), tuple(notes))
+        frames, bad = self._decode(list(range(lo, lo + count)), self.config.get_frame_max_pixels)
+        if not frames:
+            return ToolError("get_frame", f"the frames at {timestamp:g}s cannot be decoded (the file is damaged "
+                                          "there); look elsewhere or answer with what you have.")
+        return Observation("get_frame", {"timestamp": timestamp}, tuple(frames), (*notes, *bad))
+
+    def _decode(self, indices: list[int], max_pixels: int) -> tuple[list[Frame], list[str]]:
+        """The frames that decode, and a note per frame that does not (one damaged packet must not end an
+        episode). Frames come back in one pass when nothing is damaged."""
+        try:
+            return self.source.frames_at_indices(indices, max_pixels=max_pixels), []
+        except CorruptVideoError:
+            frames, notes = [], []
+            for index in indices:
+                try:
+                    frames += self.source.frames_at_indices([index], max_pixels=max_pixels)
+                except CorruptVideoError:
+                    notes.append(f"the frame at {self.source.frame_times[index]:.2f}s could not be decoded "
+                                 "(the file is damaged there)")
+            return frames, notes
 
 
 def finite_seconds(value: object) -> float | None:

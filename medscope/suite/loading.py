@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg",
                             ".mpeg", ".flv", ".wmv", ".ogv", ".3gp", ".mxf"})
+ROUNDING_S = 1e-6  # an overrun this small is how a decimal time was stored, not a fault
 DURATION_TOLERANCE_S = 1.0  # annotation and video durations further apart than this (and 1 %) are reported
 
 
@@ -174,9 +175,11 @@ class LoadContext:
         if end < start:
             raise where.error(f"window [{start:g}, {end:g}] is reversed: it ends before it starts; expected "
                               "start <= end", "reversed window")
-        if length is not None and start >= length and not start == end == length:
+        if length is not None and start >= length + ROUNDING_S:
             raise where.error(f"window [{start:g}, {end:g}] starts at or after the video's end ({length:g} s)",
                               "window after the video")
+        if length is not None and length < end <= length + ROUNDING_S:
+            end = length  # float noise (ActivityNet stores 156.32999999999998), not a fault worth a note
         if length is not None and end > length:
             problem = (f"window [{start:g}, {end:g}] ends {end - length:.3g} s after the video's end ({length:g} s); "
                        "clamped to it")
@@ -185,7 +188,7 @@ class LoadContext:
                 raise error
             self.note("clamped", error, None if record_id is None else str(record_id))
             end = length
-        return start, end
+        return min(start, end), end
 
     def disagrees(self, where: Where, problem: str, reason: str, record_id: object = None) -> None:
         """A reported disagreement (annotation vs video duration, --fps vs the video's): not an error."""

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from medscope.eval.folder import EvalFolderError, claim, redact_url
+from medscope.agent.backends.base import redact_url
+from medscope.eval.folder import EvalFolderError, claim
 from medscope.eval.runner import EvalConfig, evaluate
 from medscope.eval.tables import markdown, summarize, write_tables
 from medscope.suite.records import Sample, write_jsonl

@@ -31,8 +31,9 @@ class Reply:
     status: int = 200
     content: str | None = None  # chat completion text for 200; None -> the server's default
     headers: dict[str, str] = field(default_factory=dict)
-    body: dict[str, Any] | None = None  # raw JSON body for errors
+    body: dict[str, Any] | None = None  # raw JSON body for errors, or for a 200 when set
     null_content: bool = False
+    raw: bytes | None = None  # a body sent as is, with a JSON content type (a proxy's error page, say)
 
 
 class FakeServer:
@@ -108,6 +109,16 @@ class FakeServer:
                     return
                 with server.lock:
                     reply = server.script.pop(0) if server.script else Reply()
+                if reply.raw is not None:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(reply.raw)))
+                    self.end_headers()
+                    self.wfile.write(reply.raw)
+                    return
+                if reply.status == 200 and reply.body is not None:
+                    self._send(200, reply.body, reply.headers)
+                    return
                 if reply.status != 200:
                     error = {"message": f"scripted {reply.status}", "type": "ServerError", "code": reply.status}
                     self._send(reply.status, reply.body or {"error": error}, reply.headers)
@@ -315,3 +326,50 @@ def test_key_never_in_repr_or_identity(server: FakeServer) -> None:
     assert SECRET not in json.dumps(backend.identity())
     assert backend.list_models() == ["Qwen/Qwen2.5-VL-7B-Instruct", "medscope-7b"]
     assert server.requests[-1]["headers"]["authorization"] == f"Bearer {SECRET}"
+
+
+def test_a_body_that_is_not_json_names_the_server_and_the_fix(server: FakeServer) -> None:
+    server.script.append(Reply(raw=b"<html><body>502 Bad Gateway</body></html>"))
+    with pytest.raises(BackendError) as info:
+        make_backend(server.base_url).generate(conversation(), stop=STOP, max_new_tokens=8)
+    message = str(info.value)
+    assert server.base_url in message and "not JSON" in message and "API root" in message
+
+
+@pytest.mark.parametrize("choice", [{"index": 0, "finish_reason": "stop"}, {"index": 0, "message": None},
+                                    {"index": 0, "message": {"role": "assistant", "content": [1, 2]}}])
+def test_a_choice_without_a_text_message_is_a_backend_error(server: FakeServer, choice: dict[str, Any]) -> None:
+    server.script.append(Reply(body={"id": "x", "object": "chat.completion", "created": 0, "model": "medscope-7b",
+                                     "choices": [choice]}))
+    with pytest.raises(BackendError, match="no text message"):
+        make_backend(server.base_url).generate(conversation(), stop=STOP, max_new_tokens=8)
+
+
+def test_retry_counts_are_honest_and_retry_after_is_reported(server: FakeServer) -> None:
+    server.script.append(Reply(status=503, headers={"retry-after-ms": "10"}))
+    with pytest.raises(BackendError, match=r"\(1 attempt; the server asked to retry after 0.01 s\)"):
+        make_backend(server.base_url, max_retries=0).generate(conversation(), stop=STOP, max_new_tokens=8)
+    assert len(server.chat_requests()) == 1  # "after N retries" was printed when none were made
+    server.script.append(Reply(status=429, headers={"retry-after": "300"}))
+    start = time.monotonic()
+    with pytest.raises(BackendError, match=r"429, 1 attempt; the server asked to retry after 300 s"):
+        make_backend(server.base_url, max_retries=3).generate(conversation(), stop=STOP, max_new_tokens=8)
+    assert time.monotonic() - start < 5 and len(server.chat_requests()) == 2  # not waited for five minutes
+
+
+def test_a_key_inside_the_url_is_masked_everywhere(server: FakeServer) -> None:
+    url = server.base_url.replace("http://", "http://user:sk-in-url-123@")
+    backend = make_backend(url, max_retries=0)
+    assert "sk-in-url-123" not in json.dumps(backend.identity()) and "sk-in-url-123" not in repr(backend)
+    server.script.append(Reply(status=500))
+    with pytest.raises(BackendError) as info:
+        backend.generate(conversation(), stop=STOP, max_new_tokens=8)
+    assert "sk-in-url-123" not in str(info.value) and "user:***@" in str(info.value)
+
+
+def test_timeout_and_retries_are_flags() -> None:
+    from medscope.cli import build_parser
+
+    for command in (["ask", "v.mp4", "q"], ["eval"]):
+        args = build_parser().parse_args([*command, "--timeout", "5", "--max-retries", "0"])
+        assert (args.timeout, args.max_retries) == (5.0, 0)

@@ -24,8 +24,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
 
+from medscope.agent.backends.base import redact_url
 from medscope.io import write_text_atomic
 from medscope.suite.records import Sample
 
@@ -38,23 +38,6 @@ RESULT_FILES = ("results.jsonl", "baseline.jsonl", "failures.jsonl", "tables.md"
 
 class EvalFolderError(ValueError):
     """The output folder cannot take this run: another run holds it, or it holds results of another setup."""
-
-
-def redact_url(url: str | None) -> str | None:
-    """``url`` without a password in it (``https://user:KEY@host`` → ``https://user:***@host``) and without the
-    values of query parameters that carry keys or tokens, so it can be written to manifests and traces."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        user, host = netloc.rsplit("@", 1)
-        netloc = f"{user.split(':', 1)[0]}:***@{host}" if ":" in user else f"***@{host}"
-    query = "&".join(
-        f"{k}=***" if any(w in k.lower() for w in ("key", "token", "secret", "sig", "auth", "password")) else p
-        for p in parts.query.split("&") if p for k in [p.split("=", 1)[0]]
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def suite_fingerprint(samples: Sequence[Sample]) -> str:

@@ -17,7 +17,8 @@ BACKENDS = ("hf", "openai", "oracle", "teacher", "uniform", "random")
 
 
 def make_backend(
-    kind: str, *, model: str | None = None, base_url: str | None = None, reference: Reference | None = None
+    kind: str, *, model: str | None = None, base_url: str | None = None, reference: Reference | None = None,
+    timeout: float = 60.0, max_retries: int = 2,
 ) -> Backend:
     """Build a backend by name; scripted policies need a ``reference``, ``openai`` a ``model`` and a server; ``hf``
     loads ``model`` (a local folder), the built-in medscope-tiny when none is given."""
@@ -31,7 +32,7 @@ def make_backend(
             raise ValueError("--backend openai needs --model NAME and --base-url URL (e.g. http://localhost:8000/v1)")
         from medscope.agent.backends.openai import OpenAIBackend
 
-        return OpenAIBackend(model, base_url=base_url)
+        return OpenAIBackend(model, base_url=base_url, timeout=timeout, max_retries=max_retries)
     if kind in ("oracle", "teacher", "uniform", "random"):
         if reference is None:
             raise ValueError(f"--backend {kind} is a scripted policy and needs the ground truth (annotations)")

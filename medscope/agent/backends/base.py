@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 from PIL import Image
 
@@ -75,3 +76,20 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
         if pos != -1:
             cut = min(cut, pos + len(s))
     return text[:cut]
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` without a password in it (``https://user:KEY@host`` → ``https://user:***@host``) and without the
+    values of query parameters that carry keys or tokens, so it can be written to manifests and traces."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, host = netloc.rsplit("@", 1)
+        netloc = f"{user.split(':', 1)[0]}:***@{host}" if ":" in user else f"***@{host}"
+    query = "&".join(
+        f"{k}=***" if any(w in k.lower() for w in ("key", "token", "secret", "sig", "auth", "password")) else p
+        for p in parts.query.split("&") if p for k in [p.split("=", 1)[0]]
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

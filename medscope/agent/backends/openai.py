@@ -2,9 +2,12 @@
 
 Our protocol speaks text ``<tool_call>`` tags, not native function calling, and most servers cannot put images
 in ``tool`` messages, so tool observations are sent as user turns (``tool_messages_as_user``). Images travel as
-base64 JPEG data URLs. Retries (429, 5xx, connection errors) are the SDK's own, with exponential backoff; what
-is left after them becomes a ``BackendError`` that says what to do. The API key is read from an environment
-variable and never appears in reprs, ``identity()`` or error messages.
+base64 JPEG data URLs. Retries (408, 409, 429, 5xx, timeouts, connection errors) are counted here, not left to
+the SDK, so an error says how many attempts were really made and how long the server asked to wait
+(``Retry-After``); every transport or protocol failure (a 200 whose body is not JSON, a choice without a
+message) becomes a ``BackendError`` naming the server, the cause and the fix. The API key is read from an
+environment variable and never appears in reprs, ``identity()`` or error messages; a key written into the
+URL is masked in ``identity()`` (what traces, reports and manifests record).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +25,7 @@ from medscope.agent.backends.base import (
     BackendError,
     Message,
     message_text,
+    redact_url,
     tool_messages_as_user,
     truncate_at_stop,
 )
@@ -28,6 +33,7 @@ from medscope.agent.backends.base import (
 PLACEHOLDER_API_KEY = "EMPTY"  # what vLLM and most local servers accept when they run without --api-key
 JPEG_QUALITY = 90
 CONNECT_TIMEOUT_S = 10.0  # a blackholed host fails after this, not after the full read timeout
+MAX_RETRY_WAIT_S = 60.0  # a Retry-After longer than this is not waited for: the error says what the server asked
 _MAX_SERVER_MESSAGE = 500
 
 
@@ -85,9 +91,10 @@ class OpenAIBackend:
     """Generates assistant turns through ``POST {base_url}/chat/completions``.
 
     ``base_url`` is the API root including its version prefix, e.g. ``http://localhost:8000/v1`` for
-    ``vllm serve MODEL``. ``max_retries`` retries on 408/409/429/5xx and connection errors with the SDK's
-    exponential backoff (0.5 s doubling, capped at 8 s, with jitter; a ``Retry-After``/``retry-after-ms``
-    header from the server takes precedence). ``timeout`` bounds each attempt. ``extra_body`` is merged
+    ``vllm serve MODEL``. ``max_retries`` retries on 408/409/429/5xx, timeouts and connection errors with
+    exponential backoff (0.5 s doubling, capped at 8 s; a ``Retry-After``/``retry-after-ms`` header from the
+    server takes precedence, up to a minute). ``timeout`` bounds each attempt, so a stalled server costs at
+    most ``(max_retries + 1) × timeout`` plus the waits. ``extra_body`` is merged
     into every request body (e.g. vLLM's ``{"top_k": 1}`` or ``{"chat_template_kwargs": {...}}``).
     """
 
@@ -97,8 +104,8 @@ class OpenAIBackend:
         *,
         base_url: str,
         api_key_env: str = "OPENAI_API_KEY",
-        timeout: float = 120.0,
-        max_retries: int = 4,
+        timeout: float = 60.0,
+        max_retries: int = 2,
         temperature: float = 0.0,
         extra_body: dict[str, Any] | None = None,
     ) -> None:
@@ -122,14 +129,14 @@ class OpenAIBackend:
             api_key=self._api_key,
             base_url=self.base_url,
             timeout=sdk.Timeout(self.timeout, connect=min(self.timeout, CONNECT_TIMEOUT_S)),
-            max_retries=self.max_retries,
+            max_retries=0,  # retried in _call, which counts the attempts it reports
         )
 
     def __repr__(self) -> str:
-        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
+        return f"OpenAIBackend(model={self.model!r}, base_url={redact_url(self.base_url)!r})"
 
     def identity(self) -> dict[str, str]:
-        return {"backend": "openai", "model": self.model, "base_url": self.base_url}
+        return {"backend": "openai", "model": self.model, "base_url": redact_url(self.base_url) or ""}
 
     def close(self) -> None:
         self._client.close()
@@ -153,27 +160,46 @@ class OpenAIBackend:
             kwargs["stop"] = list(stop)
         if self.extra_body:
             kwargs["extra_body"] = self.extra_body
-        try:
-            completion = self._client.chat.completions.create(**kwargs)
-        except self._sdk.OpenAIError as err:
-            raise self._translate(err, endpoint="chat/completions") from None
+        completion = self._call("chat/completions", lambda: self._client.chat.completions.create(**kwargs))
+        where = self._where("chat/completions")
         choices = getattr(completion, "choices", None)
-        if not choices:
-            raise BackendError(f"{self._where('chat/completions')} returned no choices")
-        content = choices[0].message.content
+        if not isinstance(choices, list) or not choices:
+            raise BackendError(f"{where} answered without choices ({_shape(completion)}); is it an "
+                               "OpenAI-compatible chat-completions endpoint?")
+        message = getattr(choices[0], "message", None)
+        content = getattr(message, "content", None) if message is not None else None
+        if message is None or not (content is None or isinstance(content, str)):
+            raise BackendError(f"{where} answered with a choice that has no text message ({_shape(choices[0])}); "
+                               "is it an OpenAI-compatible chat-completions endpoint?")
         return truncate_at_stop(content or "", stop)
 
     def list_models(self) -> list[str]:
         """The model ids the server serves (``GET {base_url}/models``)."""
-        try:
-            return [model.id for model in self._client.models.list()]
-        except self._sdk.OpenAIError as err:
-            raise self._translate(err, endpoint="models") from None
+        return [model.id for model in self._call("models", lambda: list(self._client.models.list()))]
+
+    def _call(self, endpoint: str, request: Any) -> Any:
+        """``request()`` with the retries, each counted; any failure left is a ``BackendError``."""
+        sdk = self._sdk
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return request()
+            except sdk.OpenAIError as err:
+                wait = _retry_after(err)
+                if not _transient(sdk, err) or attempts > self.max_retries or (wait or 0) > MAX_RETRY_WAIT_S:
+                    raise self._translate(err, endpoint=endpoint, attempts=attempts, retry_after=wait) from None
+                time.sleep(wait if wait is not None else min(8.0, 0.5 * 2 ** (attempts - 1)))
+            except ValueError as err:  # a 200 whose body is not JSON (the SDK's json.JSONDecodeError)
+                raise BackendError(self._scrub(
+                    f"{self._where(endpoint)} answered with a body that is not JSON ({err}); is {self.base_url} "
+                    "the API root of an OpenAI-compatible server (usually ending in /v1), not a web page or a proxy?"
+                )) from None
 
     # -- errors ------------------------------------------------------------------------------------------------
 
     def _where(self, endpoint: str) -> str:
-        return f"the OpenAI-compatible server at {self.base_url} ({endpoint})"
+        return f"the OpenAI-compatible server at {redact_url(self.base_url)} ({endpoint})"
 
     def _scrub(self, text: str) -> str:
         """``text`` with the API key masked, in case a server echoes it back."""
@@ -181,14 +207,17 @@ class OpenAIBackend:
             text = text.replace(self._api_key, "***")
         return text
 
-    def _translate(self, err: Exception, *, endpoint: str) -> BackendError:
+    def _translate(self, err: Exception, *, endpoint: str, attempts: int = 1,
+                   retry_after: float | None = None) -> BackendError:
         sdk = self._sdk
         where = self._where(endpoint)
-        retries = f"after {self.max_retries} retr{'y' if self.max_retries == 1 else 'ies'}"
+        retries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
+        if retry_after is not None:
+            retries += f"; the server asked to retry after {retry_after:g} s"
         if isinstance(err, sdk.APITimeoutError):
             message = (
                 f"{where} did not answer within {self.timeout:g} s ({retries}); the server may be overloaded or "
-                "still loading the model: raise the backend's timeout or check the server's log"
+                "still loading the model: raise --timeout or check the server's log"
             )
         elif isinstance(err, sdk.APIConnectionError):
             cause = err.__cause__
@@ -237,6 +266,36 @@ class OpenAIBackend:
             listed = ", ".join(repr(model) for model in served) or "(none)"
             return f"model {self.model!r} is not served by {self.base_url}; it serves: {listed}"
         return f"{where} answered 404 for model {self.model!r} (which it lists): {_server_message(err)}"
+
+
+def _transient(sdk: Any, err: Exception) -> bool:
+    """Worth another attempt: timeouts, lost connections, 408, 409, 429 and 5xx."""
+    if isinstance(err, sdk.APITimeoutError | sdk.APIConnectionError):
+        return True
+    return isinstance(err, sdk.APIStatusError) and (err.status_code in (408, 409, 429) or err.status_code >= 500)
+
+
+def _retry_after(err: Any) -> float | None:
+    """Seconds the server asked to wait (``retry-after-ms``, or ``Retry-After`` in seconds), else None."""
+    response = getattr(err, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            continue  # an HTTP date: the fallback backoff is used
+        if seconds >= 0:
+            return seconds
+    return None
+
+
+def _shape(value: Any) -> str:
+    """A short description of what came back, for an error message."""
+    text = repr(value)
+    return f"{type(value).__name__}: {text[:120]}{'...' if len(text) > 120 else ''}"
 
 
 def _server_message(err: Any) -> str:

@@ -18,6 +18,9 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -145,12 +148,25 @@ def _filter(samples: list[Sample], summaries: dict[str, str],
     return kept, drops + dropped
 
 
+def end_with_parent(parent: int) -> None:
+    """Run in each worker: exit when the parent is gone. A parent killed with SIGKILL cannot stop its pool, and
+    its workers would otherwise run on, orphaned, holding CPU and files."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+
+
 def _all_trajectories(samples: Sequence[Sample], workers: int) -> list[Trajectory]:
     by_video: dict[str, list[Sample]] = {}
     for sample in samples:
         by_video.setdefault(sample.video, []).append(sample)
     trajectories: list[Trajectory] = []
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+    pool = ProcessPoolExecutor(max_workers=max(1, workers), initializer=end_with_parent, initargs=(os.getpid(),))
+    with pool:
         jobs = pool.map(_trajectories_for_video, by_video.values())
         for chunk in tqdm(jobs, total=len(by_video), desc="trajectories", unit="video"):
             trajectories.extend(chunk)

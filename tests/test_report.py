@@ -119,6 +119,7 @@ def test_report_shows_question_answer_turns_frames_and_windows(synth_path: Path,
     assert iou is not None and f"IoU of evidence with ground truth: <b>{iou:.2f}</b>" in html
     assert "Raw trace" in html and "Episode record (JSON)" in html
     assert not re.search(r"(src|href)=\"(https?:)?//", html)  # self-contained
+    assert str(synth_path.parent) not in html and synth_path.name in html  # the file, not where it lies
 
 
 def test_model_text_is_escaped_everywhere(synth_path: Path, event: list[float]) -> None:
@@ -135,6 +136,7 @@ def test_missing_video_still_renders(tmp_path: Path, event: list[float]) -> None
     out = render_report([episode], tmp_path / "report.html", video_dir=tmp_path)
     html = out.read_text(encoding="utf-8")
     assert "Frames unavailable" in html and "missing.mp4" in html and "<img" not in html
+    assert str(tmp_path) not in html
     assert episode.question in html and "turn 1: crop_video" in html and "ground truth:" in html
     assert html.count('class="no-frame"') == 27
 

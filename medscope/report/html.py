@@ -144,8 +144,8 @@ class _Videos:
         if path not in self._open:
             try:
                 self._open[path] = VideoSource(path)
-            except (VideoError, OSError) as exc:
-                self._open[path] = str(exc)
+            except (VideoError, OSError) as exc:  # the message names the file, not where it lies on this machine
+                self._open[path] = str(exc).replace(str(path), path.name)
         return self._open[path]
 
     def close(self) -> None:
@@ -267,8 +267,20 @@ def _episode_view(number: int, ep: Episode, videos: _Videos, max_pixels: int) ->
         truth=tuple(truth),
         iou=interval_iou(evidence, truth) if evidence and truth else None,
         reference_answer=None if answer is None else str(answer),
-        trace_json=_compact_json(ep.to_dict()),
+        trace_json=_compact_json(_without_paths(ep.to_dict(), ep.video)),
     )
+
+
+def _without_paths(data: dict[str, Any], video: str) -> dict[str, Any]:
+    """The trace as the report shows it: the video by its file name. A report is sent to colleagues; the folder
+    layout (a user name, a patient's folder) of the machine that ran the episode stays behind."""
+    if not video:
+        return data
+    name = Path(video).name
+    text = json.dumps(data, ensure_ascii=False, default=str)
+    for place in {video, str(Path(video).resolve())}:
+        text = text.replace(json.dumps(place)[1:-1], name)
+    return dict(json.loads(text))
 
 
 def _compact_json(data: Any) -> str:

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from medscope.agent.backends.base import redact_url
-from medscope.eval.folder import EvalFolderError, claim
+from medscope.eval.folder import EvalFolderError
 from medscope.eval.runner import EvalConfig, evaluate
 from medscope.eval.tables import markdown, summarize, write_tables
 from medscope.suite.records import Sample, write_jsonl
@@ -38,20 +42,53 @@ def _config(samples: Path, out: Path, **changes: object) -> EvalConfig:
                                **changes)
 
 
-def test_a_second_writer_fails_at_once(suite: Path, tmp_path: Path) -> None:
-    out = tmp_path / "eval"
-    config = _config(suite, out)
-    from medscope.eval.folder import manifest
-    from medscope.suite.records import read_jsonl
+class SlowServer:
+    """An OpenAI-compatible chat endpoint on loopback that answers every request after ``delay`` seconds."""
 
-    with claim(out, manifest(config, list(read_jsonl(suite)))):  # this process holds the folder
-        result = subprocess.run([sys.executable, "-m", "medscope.cli", "eval", "--samples", str(suite), "--out",
-                                 str(out), "--backend", "oracle", "--baseline", "none"],
-                                capture_output=True, text=True, timeout=120)
-        assert result.returncode == 2 and "another medscope eval" in result.stderr and "Traceback" not in result.stderr
-        assert not (out / "results.jsonl").exists()
-    runs = evaluate(config)  # free again
-    assert len(runs["agent"]) == 3
+    def __init__(self, delay: float) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                time.sleep(delay)
+                message = {"role": "assistant", "content": "<think>seen</think><answer>[1, 4]</answer>"}
+                data = json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+                                   "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
+
+
+def test_two_concurrent_evals_into_one_folder_the_second_fails_at_once(suite: Path, tmp_path: Path) -> None:
+    server = SlowServer(delay=1.0)
+    out = tmp_path / "eval"
+    command = [sys.executable, "-m", "medscope.cli", "eval", "--samples", str(suite), "--out", str(out),
+               "--backend", "openai", "--model", "m", "--base-url", server.url, "--baseline", "none"]
+    env = {**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "manifest.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        start = time.monotonic()
+        second = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+        assert second.returncode == 2 and f"another medscope eval (pid {first.pid})" in second.stderr
+        assert time.monotonic() - start < 20 and "Traceback" not in second.stderr
+        assert first.wait(timeout=120) == 0, first.stderr.read() if first.stderr else ""
+    finally:
+        first.kill()
+        server.httpd.shutdown()
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["id"] for line in lines) == [f"t/v/grounding/{k}" for k in range(3)]
 
 
 def test_a_resume_with_another_setup_refuses_and_new_starts_over(suite: Path, tmp_path: Path) -> None:

@@ -22,10 +22,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medscope.eval.metrics import answer_iou, answer_score
 from medscope.io import write_text_atomic
 from medscope.suite.adapters import ADAPTERS, load_annotations
 from medscope.suite.build import BuildConfig, build
 from medscope.suite.loading import LoadContext, LoadOptions
+from medscope.suite.records import read_jsonl
 from medscope.video.standin import write_standin
 
 
@@ -85,7 +87,18 @@ def run(case: Case, data: Path, out: Path) -> dict[str, object]:
                               out=str(suite), workers=1, trajectories=False, load=_options(case, data)))
     funnel = json.loads((suite / "funnel.json").read_text())
     return {"source": case.source, "file": case.annotations, "records": funnel["records"],
-            "samples": table["total"], "seconds": round(time.perf_counter() - started, 1)}
+            "samples": table["total"], "reference_not_1": reference_misses(suite / "samples.jsonl"),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def reference_misses(samples: Path) -> int:
+    """Kept samples whose own reference answer does not score accuracy 1.0 (and IoU 1.0 for grounding): 0."""
+    misses = 0
+    for s in read_jsonl(samples):
+        accuracy = answer_score(s.answer, answer=s.answer, task=s.task, evidence=s.evidence)
+        iou = answer_iou(s.answer, s.evidence) if s.task == "grounding" else 1.0
+        misses += accuracy < 1.0 or iou < 1.0 - 1e-9
+    return misses
 
 
 def _reasons(counts: dict[str, int]) -> str:
@@ -93,14 +106,14 @@ def _reasons(counts: dict[str, int]) -> str:
 
 
 def markdown(rows: list[dict[str, object]]) -> str:
-    lines = ["| source | file | records read | skipped | clamped | disagreements | samples generated | kept |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| source | file | records read | skipped | clamped | disagreements | samples generated | kept | "
+             "reference ≠ 1.0 |", "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         records, samples = row["records"], row["samples"]
         assert isinstance(records, dict) and isinstance(samples, dict)
         lines.append(f"| {row['source']} | `{row['file']}` | {records['read']} | {_reasons(records['skipped'])} | "
                      f"{_reasons(records['clamped'])} | {_reasons(records['disagrees'])} | "
-                     f"{samples['generated']} | {samples['kept']} |")
+                     f"{samples['generated']} | {samples['kept']} | {row['reference_not_1']} |")
     return "\n".join(lines)
 
 

@@ -55,15 +55,18 @@ def read_lines(path: Path) -> list[str]:
         raise Where(path).error(f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
-def input_files(path: Path, pattern: str) -> list[Path]:
-    """``path`` itself, or the files in the folder ``path`` matching ``pattern`` (sorted; none is an error)."""
+def input_files(path: Path, pattern: str, *, recursive: bool = False, where: str = "") -> list[Path]:
+    """``path`` itself, or the files in the folder ``path`` (below it, with ``recursive``) matching ``pattern``,
+    sorted; none is an error that says where the dataset keeps them (``where``)."""
     if not path.is_dir():
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file or folder")
         return [path]
-    files = sorted(p for p in path.glob(pattern) if p.is_file())
+    found = path.rglob(pattern) if recursive else path.glob(pattern)
+    files = sorted(p for p in found if p.is_file())
     if not files:
-        raise AdapterError(f"{path}: no {pattern} files in this folder")
+        below = "under" if recursive else "in"
+        raise AdapterError(f"{path}: no {pattern} files {below} this folder{f' ({where})' if where else ''}")
     return files
 
 

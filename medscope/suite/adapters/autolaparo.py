@@ -37,7 +37,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from medscope.suite.adapters import AdapterError, LoadContext, Where, read_lines
+from medscope.suite.adapters import LoadContext, Where, input_files, read_lines
 from medscope.suite.adapters.cholec80 import frame_rows, phase_segments
 from medscope.suite.records import VideoAnnotation
 
@@ -50,14 +50,7 @@ _LAYOUT = "'Frame  Phase' then '<NNNN><TAB><phase id>' rows"
 
 
 def load(path: Path, ctx: LoadContext) -> list[VideoAnnotation]:
-    if path.is_dir():
-        files = sorted(path.rglob("label_*.txt"))
-        if not files:
-            raise AdapterError(f"{path}: no label_*.txt files under this folder (AutoLaparo's labels/)")
-    elif path.exists():
-        files = [path]
-    else:
-        raise FileNotFoundError(f"{path}: no such file or folder")
+    files = input_files(path, "label_*.txt", recursive=True, where="AutoLaparo's labels/")
     out = []
     for file in files:
         with ctx.record(Where(file), file.name):

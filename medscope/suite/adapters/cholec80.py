@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from medscope.suite.adapters import AdapterError, LoadContext, Where, read_lines
+from medscope.suite.adapters import AdapterError, LoadContext, Where, input_files, read_lines
 from medscope.suite.records import Segment, VideoAnnotation
 
 SOURCE = "cholec80"
@@ -38,15 +38,8 @@ _PROPER = {"calot": "Calot"}
 
 
 def load(path: Path, ctx: LoadContext) -> list[VideoAnnotation]:
-    if path.is_dir():
-        files = sorted(path.rglob("*-phase.txt"))
-        if not files:
-            raise AdapterError(f"{path}: no *-phase.txt files under this folder (Cholec80's phase_annotations/)")
-        root = path
-    elif path.exists():
-        files, root = [path], path.parent.parent
-    else:
-        raise FileNotFoundError(f"{path}: no such file or folder")
+    files = input_files(path, "*-phase.txt", recursive=True, where="Cholec80's phase_annotations/")
+    root = path if path.is_dir() else path.parent.parent
     out = []
     for file in files:
         with ctx.record(Where(file), file.name):

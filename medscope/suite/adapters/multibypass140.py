@@ -36,7 +36,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from medscope.suite.adapters import AdapterError, LoadContext, Where, need, number, read_json, text
+from medscope.suite.adapters import AdapterError, LoadContext, Where, input_files, need, number, read_json, text
 from medscope.suite.records import Segment, VideoAnnotation
 
 SOURCE = "multibypass140"
@@ -48,14 +48,11 @@ _STEP_PREFIX = re.compile(r"^s\d+_")
 
 
 def load(path: Path, ctx: LoadContext) -> list[VideoAnnotation]:
-    if path.is_dir():
-        files = sorted(path.rglob("*.mp4.json")) or sorted(path.rglob("*.json"))
-        if not files:
-            raise AdapterError(f"{path}: no *.mp4.json files under this folder (MultiBypass140's labels_by70/)")
-    elif path.exists():
-        files = [path]
-    else:
-        raise FileNotFoundError(f"{path}: no such file or folder")
+    where = "MultiBypass140's labels_by70/"
+    try:
+        files = input_files(path, "*.mp4.json", recursive=True, where=where)
+    except AdapterError:  # copies that dropped the .mp4 from the label files' names
+        files = input_files(path, "*.json", recursive=True, where=where)
     out = []
     for file in files:
         with ctx.record(Where(file), file.name):

@@ -39,15 +39,17 @@ def _alive(pid: int) -> bool:
 def test_killing_suite_build_ends_its_workers(tmp_path: Path) -> None:
     for seed in range(4):  # enough trajectories that the workers are busy when the build is killed
         generate(SynthClinConfig(duration_seconds=240.0, seed=seed), tmp_path / "videos", name=f"case{seed}")
+    log = (tmp_path / "build.log").open("w")
     build = subprocess.Popen([sys.executable, "-m", "medscope.cli", "suite", "build", "--source", "synthclin",
                               "--annotations", str(tmp_path / "videos"), "--out", str(tmp_path / "suite"),
-                              "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              "--workers", "2"], stdout=log, stderr=log)
     deadline = time.monotonic() + 60
     workers: set[int] = set()
     while time.monotonic() < deadline and len(workers) < 2 and build.poll() is None:
         workers = _children(build.pid)
         time.sleep(0.05)
-    assert len(workers) >= 2, "the build never started its workers"
+    output = (tmp_path / "build.log").read_text()
+    assert len(workers) >= 2, f"no workers seen; the build exited with {build.poll()}: {output}"
     os.kill(build.pid, signal.SIGKILL)
     build.wait()
     deadline = time.monotonic() + 10

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medscope.agent.backends import Backend, make_backend
+from medscope.agent.backends import Backend, BackendOptions, make_backend
 from medscope.agent.backends.scripted import Reference, synthclin_reference
 from medscope.agent.loop import AgentConfig, run_episode
 from medscope.agent.trace import Episode, TurnRecord, append_episode
@@ -21,9 +21,7 @@ class AskConfig:
         default=None, metadata={"help": "hf: local model folder (default: built-in medscope-tiny); openai: model name"}
     )
     base_url: str | None = field(default=None, metadata={"help": "openai: server URL, e.g. http://localhost:8000/v1"})
-    timeout: float = field(default=60.0, metadata={"help": "openai: seconds to wait for one answer"})
-    max_retries: int = field(
-        default=2, metadata={"help": "openai: retries of a timeout, lost connection, 429 or 5xx (honestly counted)"})
+    options: BackendOptions = field(default_factory=BackendOptions)
     annotations: str | None = field(
         default=None, metadata={"help": "scripted backends: SynthClin annotation JSON (default: VIDEO with .json)"}
     )
@@ -71,8 +69,7 @@ def _ask(source: VideoSource, question: str, config: AskConfig, agent: AgentConf
         ref, reference = load_reference(video_path, question, config.annotations)
         backend = make_backend(config.backend, reference=ref)
     else:
-        backend = make_backend(config.backend, model=config.model, base_url=config.base_url, timeout=config.timeout,
-                               max_retries=config.max_retries)
+        backend = make_backend(config.backend, model=config.model, base_url=config.base_url, options=config.options)
     print(f"{config.backend}: {question}", file=sys.stderr)
     episode = run_episode(backend, source, question, agent, reference=reference, on_turn=print_turn)
     if config.trace:

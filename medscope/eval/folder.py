@@ -56,6 +56,9 @@ def manifest(config: Any, samples: Sequence[Sample]) -> dict[str, Any]:
         "model": config.model,
         "base_url": redact_url(config.base_url),
         "agent": dataclasses.asdict(config.agent),
+        # how the model computes (not threads, timeouts or retries, which change speed, not answers)
+        "compute": {"device": config.options.device, "dtype": config.options.dtype,
+                    "attn_implementation": config.options.attn_implementation},
         "suite": {"fingerprint": suite_fingerprint(samples), "samples": len(samples)},
         "judge": config.judge,
         "judge_optional": config.judge_optional,

@@ -23,7 +23,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from medscope.agent.backends import Backend, backend_from_spec, make_backend
+from medscope.agent.backends import Backend, BackendOptions, backend_from_spec, make_backend
 from medscope.agent.backends.base import BackendError
 from medscope.agent.loop import AgentConfig, run_episode
 from medscope.agent.trace import Episode
@@ -50,9 +50,7 @@ class EvalConfig:
         default=None, metadata={"help": "hf: model folder (default: the built-in medscope-tiny); openai: model name"}
     )
     base_url: str | None = field(default=None, metadata={"help": "openai: server URL"})
-    timeout: float = field(default=60.0, metadata={"help": "openai: seconds to wait for one answer"})
-    max_retries: int = field(
-        default=2, metadata={"help": "openai: retries of a timeout, lost connection, 429 or 5xx (honestly counted)"})
+    options: BackendOptions = field(default_factory=BackendOptions)
     baseline: str | None = field(default="uniform", metadata={"help": "uniform (same frame budget) or none"})
     workers: int = field(default=1, metadata={"help": "concurrent episodes (server and scripted backends)"})
     limit: int = field(default=0, metadata={"help": "evaluate only the first N samples (0: all)"})
@@ -171,8 +169,8 @@ def run_samples(
 def _factory(config: EvalConfig, policy: str) -> BackendFactory:
     if policy in SCRIPTED:
         return lambda sample: make_backend(policy, reference=reference_for(sample))
-    backend = make_backend(policy, model=config.model, base_url=config.base_url, timeout=config.timeout,
-                           max_retries=config.max_retries)  # one model, shared
+    # one model, shared by every episode
+    backend = make_backend(policy, model=config.model, base_url=config.base_url, options=config.options)
     return lambda sample: backend
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from medscope.agent.backends.base import Backend, BackendError
@@ -16,23 +17,42 @@ if TYPE_CHECKING:  # scripted imports the protocol, which imports base: keep thi
 BACKENDS = ("hf", "openai", "oracle", "teacher", "uniform", "random")
 
 
+@dataclass(frozen=True)
+class BackendOptions:
+    """How a model backend runs (flags of ``medscope ask`` and ``medscope eval``)."""
+
+    device: str = field(default="auto", metadata={"help": "hf: auto | cpu | cuda | cuda:N | mps (auto: a GPU if any)"})
+    dtype: str = field(
+        default="auto", metadata={"help": "hf: auto | bfloat16 | float16 | float32 (auto: bf16 on GPU, fp32 on CPU)"})
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "hf: sdpa | flash_attention_2 | eager (default: the model's)"})
+    threads: int = field(
+        default=0, metadata={"help": "hf on CPU: torch threads (0: 1 for models under 100M parameters, which run "
+                                     "5-60x faster on one thread when other processes share the cores)"})
+    timeout: float = field(default=60.0, metadata={"help": "openai: seconds to wait for one answer"})
+    max_retries: int = field(
+        default=2, metadata={"help": "openai: retries of a timeout, lost connection, 429 or 5xx (honestly counted)"})
+
+
 def make_backend(
     kind: str, *, model: str | None = None, base_url: str | None = None, reference: Reference | None = None,
-    timeout: float = 60.0, max_retries: int = 2,
+    options: BackendOptions | None = None,
 ) -> Backend:
     """Build a backend by name; scripted policies need a ``reference``, ``openai`` a ``model`` and a server; ``hf``
-    loads ``model`` (a local folder), the built-in medscope-tiny when none is given."""
+    loads ``model`` (a local folder or a Hub id), the built-in medscope-tiny when none is given."""
+    options = options or BackendOptions()
     if kind == "hf":
         from medscope.agent.backends.hf import HFBackend
         from medscope.models import resolve_model
 
-        return HFBackend.from_pretrained(resolve_model(model))
+        return HFBackend.from_pretrained(resolve_model(model), device=options.device, dtype=options.dtype,
+                                         attn_implementation=options.attn_implementation, threads=options.threads)
     if kind == "openai":
         if not model or not base_url:
             raise ValueError("--backend openai needs --model NAME and --base-url URL (e.g. http://localhost:8000/v1)")
         from medscope.agent.backends.openai import OpenAIBackend
 
-        return OpenAIBackend(model, base_url=base_url, timeout=timeout, max_retries=max_retries)
+        return OpenAIBackend(model, base_url=base_url, timeout=options.timeout, max_retries=options.max_retries)
     if kind in ("oracle", "teacher", "uniform", "random"):
         if reference is None:
             raise ValueError(f"--backend {kind} is a scripted policy and needs the ground truth (annotations)")
@@ -56,4 +76,4 @@ def backend_from_spec(spec: str) -> Backend:
     raise ValueError(f"backend spec {spec!r}: use hf:MODEL_DIR or openai:MODEL@BASE_URL")
 
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "backend_from_spec", "make_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendError", "BackendOptions", "backend_from_spec", "make_backend"]

@@ -8,6 +8,8 @@ that cannot show images inside ``tool`` messages: those conversations are rewrit
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,24 +58,33 @@ class HFBackend:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, *, device: str = "cpu", dtype: str = "auto", name: str | None = None, **kwargs: Any
+        cls, path: str | Path, *, device: str = "auto", dtype: str = "auto", attn_implementation: str | None = None,
+        threads: int = 0, name: str | None = None, **kwargs: Any,
     ) -> HFBackend:
-        """Load a local model folder (``save_pretrained`` output); never downloads."""
-        folder = Path(path)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(
-                f"{str(path)!r} is not a local model folder (no config.json there); the hf backend loads only local "
-                "folders written by save_pretrained, e.g. by `medscope train` or medscope.train.tiny.save_tiny"
-            )
+        """Load a model folder (``save_pretrained`` output) or a Hugging Face Hub id (from the local cache when
+        ``HF_HUB_OFFLINE=1``) onto ``device`` in ``dtype``; see ``BackendOptions`` for the choices."""
+        import torch
         from transformers import AutoModelForImageTextToText
 
-        # device_map places the weights as they load (a 7B never passes through CPU memory on a GPU machine).
-        model = AutoModelForImageTextToText.from_pretrained(
-            folder, local_files_only=True, dtype=dtype, device_map=device
-        )
-        model.eval()
+        where = resolve_device(device)
+        folder = Path(path) if Path(path).exists() else hub_snapshot(str(path))
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{str(path)!r} is not a model folder (no config.json there); give a folder written by "
+                "save_pretrained (e.g. by `medscope train`) or a Hub id such as Qwen/Qwen2.5-VL-7B-Instruct"
+            )
+        load: dict[str, Any] = {"dtype": resolve_dtype(dtype, where), "local_files_only": True}
+        # device_map places the weights as they load (a 7B never passes through CPU memory on a GPU machine);
+        # "auto" spreads a model larger than one GPU over all of them.
+        load["device_map"] = "auto" if where == "cuda" else where
+        if attn_implementation:
+            load["attn_implementation"] = attn_implementation
+        model = AutoModelForImageTextToText.from_pretrained(folder, **load)
         processor = _load_processor(folder)
-        return cls(model, processor, name=name or folder.name, **kwargs)
+        model.eval()
+        if where == "cpu":
+            torch.set_num_threads(cpu_threads(threads, sum(p.numel() for p in model.parameters())))
+        return cls(model, processor, name=name or (str(path) if folder != Path(path) else folder.name), **kwargs)
 
     def identity(self) -> dict[str, str]:
         return {"backend": "hf", "model": self.name}
@@ -150,7 +161,71 @@ class HFBackend:
         return truncate_at_stop(text, stop)
 
 
-def _load_processor(folder: Path) -> Any:
+def _load_processor(folder: str | Path) -> Any:
     from medscope.agent.backends.processors import load_processor
 
     return load_processor(folder)
+
+
+SMALL_MODEL_PARAMETERS = 100_000_000
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def hub_snapshot(repo_id: str) -> Path:
+    """The local folder of a Hub model: from the cache when ``HF_HUB_OFFLINE=1`` (or nothing else can be had),
+    downloaded otherwise. A path that is neither a folder nor an ``org/name`` id is a missing folder."""
+    if not HUB_ID.fullmatch(repo_id) or Path(repo_id).parent.is_dir():  # runs/grpo with runs/ here: a local typo
+        raise FileNotFoundError(f"{repo_id!r}: no such model folder (and not a Hub id of the form org/name)")
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=offline))
+    except Exception as exc:  # not cached (offline), not reachable, no such repo: all mean "cannot load it here"
+        how = ("HF_HUB_OFFLINE=1 is set, so only the local cache is read" if offline
+               else "the Hub could not be reached or has no such model")
+        raise BackendError(
+            f"cannot load {repo_id!r}: it is not a local folder and {how} ({type(exc).__name__}). Download it "
+            f"where there is network (`hf download {repo_id}`), then pass its folder or copy the cache here"
+        ) from None
+
+
+def cpu_threads(requested: int, parameters: int) -> int:
+    """Torch threads for a model on the CPU: ``requested`` when given; else one for a model under 100 M
+    parameters (its matrices are too small to split, and threads that spin while another process holds a core
+    made generation 5-60x slower; ``benchmarks/threads.py``), else torch's own default."""
+    import torch
+
+    if requested > 0:
+        return requested
+    return 1 if parameters < SMALL_MODEL_PARAMETERS else torch.get_num_threads()
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is there, else ``mps`` on Apple silicon, else ``cpu``; others as given."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if torch.backends.mps.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendError(f"--device {device}: torch sees no CUDA GPU here (a CPU build of torch, or no driver); "
+                           "use --device cpu, or install a CUDA build of torch")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise ValueError(f"--device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    """``auto`` → bfloat16 on a GPU that has it (float16 otherwise, and on mps), float32 on the CPU."""
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float16 if device == "mps" else torch.float32
+    choices = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    if dtype not in choices:
+        raise ValueError(f"--dtype {dtype!r}: use auto, {', '.join(choices)}")
+    return choices[dtype]

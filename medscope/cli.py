@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.run(args))
-    except (VideoError, BackendError, JudgeError, ValueError) as exc:
+    except (VideoError, BackendError, JudgeError, ValueError, FileNotFoundError) as exc:
         print(f"medscope {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -174,7 +174,7 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 def hub_snapshot(repo_id: str) -> Path:
     """The local folder of a Hub model: from the cache when ``HF_HUB_OFFLINE=1`` (or nothing else can be had),
     downloaded otherwise. A path that is neither a folder nor an ``org/name`` id is a missing folder."""
-    if not HUB_ID.fullmatch(repo_id) or Path(repo_id).parent.is_dir():  # runs/grpo with runs/ here: a local typo
+    if not HUB_ID.fullmatch(repo_id):
         raise FileNotFoundError(f"{repo_id!r}: no such model folder (and not a Hub id of the form org/name)")
     from huggingface_hub import snapshot_download
 
@@ -184,9 +184,10 @@ def hub_snapshot(repo_id: str) -> Path:
     except Exception as exc:  # not cached (offline), not reachable, no such repo: all mean "cannot load it here"
         how = ("HF_HUB_OFFLINE=1 is set, so only the local cache is read" if offline
                else "the Hub could not be reached or has no such model")
+        local = f" (there is no folder {repo_id} here either)" if Path(repo_id).parent.is_dir() else ""
         raise BackendError(
-            f"cannot load {repo_id!r}: it is not a local folder and {how} ({type(exc).__name__}). Download it "
-            f"where there is network (`hf download {repo_id}`), then pass its folder or copy the cache here"
+            f"cannot load {repo_id!r}: it is not a local folder{local} and {how} ({type(exc).__name__}). Download "
+            f"it where there is network (`hf download {repo_id}`), then pass its folder or copy the cache here"
         ) from None
 
 

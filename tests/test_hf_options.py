@@ -1,0 +1,83 @@
+"""The hf backend on real hardware choices: device and dtype resolution, thread default, Hub ids from the cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+import torch  # noqa: E402
+
+from medscope.agent.backends import BackendOptions, make_backend  # noqa: E402
+from medscope.agent.backends.base import BackendError  # noqa: E402
+from medscope.agent.backends.hf import HFBackend, cpu_threads, resolve_device, resolve_dtype  # noqa: E402
+from medscope.models import builtin_model_path  # noqa: E402
+from medscope.video.synthclin import SynthClinVideo  # noqa: E402
+
+
+def test_device_and_dtype_resolution() -> None:
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") in ("cpu", "mps")
+        with pytest.raises(BackendError, match=r"--device cuda: torch sees no CUDA GPU.*--device cpu"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="--device 'tpu'"):
+        resolve_device("tpu")
+    assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    with pytest.raises(ValueError, match="--dtype 'half'"):
+        resolve_dtype("half", "cpu")
+
+
+def test_small_models_get_one_thread_on_the_cpu() -> None:
+    assert cpu_threads(0, 1_200_000) == 1  # medscope-tiny
+    assert cpu_threads(3, 1_200_000) == 3  # --threads wins
+    assert cpu_threads(0, 7_000_000_000) == torch.get_num_threads()  # a 7B keeps torch's default
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        backend = make_backend("hf", options=BackendOptions(device="cpu", dtype="float32"))
+        assert torch.get_num_threads() == 1 and backend.model.dtype == torch.float32
+        make_backend("hf", options=BackendOptions(device="cpu", threads=2))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def _cache_with(tmp_path: Path, repo: str) -> Path:
+    """A Hugging Face cache holding ``repo`` (the built-in model's files), laid out as huggingface_hub writes it."""
+    cache = tmp_path / "hub"
+    entry = cache / f"models--{repo.replace('/', '--')}"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(builtin_model_path(), entry / "snapshots" / revision)
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text(revision)
+    return cache
+
+
+def test_a_hub_id_runs_from_the_local_cache_offline(synth_video: SynthClinVideo, tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_CACHE": str(_cache_with(tmp_path, "medscope/tiny-cached")), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "medscope.cli", "ask", str(synth_video.video_path), "When does bleeding happen?",
+               "--backend", "hf", "--device", "cpu", "--dtype", "float32", "--threads", "1", "--max-turns", "2"]
+    done = subprocess.run([*command, "--model", "medscope/tiny-cached"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "answer:" in done.stdout
+    missing = subprocess.run([*command, "--model", "medscope/not-cached"], capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "'medscope/not-cached'" in missing.stderr and "HF_HUB_OFFLINE=1" in missing.stderr
+    assert "hf download medscope/not-cached" in missing.stderr
+
+
+def test_a_missing_local_folder_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(BackendError, match=r"'runs/grpo': it is not a local folder \(there is no folder runs/grpo"):
+        HFBackend.from_pretrained("runs/grpo", device="cpu")
+    with pytest.raises(FileNotFoundError, match="no such model folder"):
+        HFBackend.from_pretrained(tmp_path / "runs" / "a" / "b", device="cpu")

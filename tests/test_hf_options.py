@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("transformers")
-import torch  # noqa: E402
+import torch
 
-from medscope.agent.backends import BackendOptions, make_backend  # noqa: E402
-from medscope.agent.backends.base import BackendError  # noqa: E402
-from medscope.agent.backends.hf import HFBackend, cpu_threads, resolve_device, resolve_dtype  # noqa: E402
-from medscope.models import builtin_model_path  # noqa: E402
-from medscope.video.synthclin import SynthClinVideo  # noqa: E402
+from medscope.agent.backends import BackendOptions, make_backend
+from medscope.agent.backends.base import BackendError
+from medscope.agent.backends.hf import HFBackend, cpu_threads, resolve_device, resolve_dtype
+from medscope.models import builtin_model_path
+from medscope.video.synthclin import SynthClinVideo
 
 
 def test_device_and_dtype_resolution() -> None:

@@ -7,11 +7,12 @@ STAMP  := $(VENV)/.medscope-installed
 .PHONY: demo test test-all bench lint clean
 
 # torch is pinned and installed first, alone: an unpinned torch drags in GBs of CUDA wheels.
-$(STAMP): pyproject.toml
+# Everything else within the exact tested versions of constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[all]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[all]"
 	touch $(STAMP)
 
 # System packages for tests that need them, where apt is usable (root): Chromium renders the HTML report,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from medscope.config import add_config_arguments, config_from_args
+from medscope.config import add_config_arguments, config_from_args, run_config_defaults
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -129,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         stage = train_sub.add_parser(name, help=text)
         add_config_arguments(stage, config_cls)
-        stage.set_defaults(run=run)
+        if name != "all":  # a stage's flags as YAML: a recipe in configs/recipes/, or a run's run_config.yaml
+            stage.add_argument("--config", dest="run_config", default=None,
+                               help="YAML of this stage's flags; flags given on the command line win")
+        stage.set_defaults(run=run, config_cls=config_cls, stage_parser=stage)
 
     demo = sub.add_parser("demo", help="generate a video and show the tools on it")
     add_config_arguments(demo, DemoConfig)
@@ -138,12 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from medscope.agent.backends.base import BackendError
     from medscope.eval.judge import JudgeError
     from medscope.video.errors import VideoError
 
     try:
+        if getattr(args, "run_config", None):  # the file's values become defaults; explicit flags still win
+            args.stage_parser.set_defaults(**run_config_defaults(args.run_config, args.config_cls))
+            args = parser.parse_args(argv)
         return int(args.run(args))
     except (VideoError, BackendError, JudgeError, ValueError, FileNotFoundError) as exc:
         print(f"medscope {args.command}: error: {exc}", file=sys.stderr)

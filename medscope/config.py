@@ -1,6 +1,9 @@
 """Frozen config dataclasses as command-line flags: one field, one ``--flag`` with the field's help.
 
-Keeps the CLI and the configs from drifting apart without a dependency on a CLI framework.
+Keeps the CLI and the configs from drifting apart without a dependency on a CLI framework. A run config is
+the same thing as YAML: ``write_run_config`` records every flag of a run (``run_config.yaml``), and
+``run_config_defaults`` reads such a file (or a recipe in ``configs/recipes/``) back as the flags' defaults,
+so ``--config FILE`` plus any flag given after it reproduces or varies a run.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import argparse
 import dataclasses
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -60,3 +64,54 @@ def config_from_args(cls: type[T], args: argparse.Namespace, *, prefix: str = ""
         value = getattr(args, prefix + f.name)
         values[f.name] = tuple(value) if isinstance(value, list) else value
     return cls(**values)
+
+
+def flat_values(config: Any) -> dict[str, Any]:
+    """The config's fields as its flags name them: nested configs' fields flat, tuples as lists."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            values |= flat_values(value)
+        else:
+            values[f.name] = list(value) if isinstance(value, tuple) else value
+    return values
+
+
+def write_run_config(config: Any, out: Path) -> Path:
+    """``out/run_config.yaml``: every flag of this run, to read back with ``--config``."""
+    import yaml
+
+    from medscope.io import write_text_atomic
+
+    text = f"# {type(config).__name__}: every flag of this run (medscope ... --config this-file)\n"
+    return write_text_atomic(out / "run_config.yaml", text + yaml.safe_dump(flat_values(config), sort_keys=False))
+
+
+def run_config_defaults(path: str | Path, cls: type[Any]) -> dict[str, Any]:
+    """Flag defaults from a YAML run config for ``cls``; nested sections are read flat, as the flags are. A key
+    that is no flag of ``cls`` is an error naming it."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"--config {path}: cannot read it as YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a mapping of flag names to values")
+    flat: dict[str, Any] = {}
+
+    def add(mapping: dict[str, Any]) -> None:
+        for key, value in mapping.items():
+            if isinstance(value, dict):
+                add(value)
+            else:
+                flat[str(key).replace("-", "_")] = value
+
+    add(data)
+    known = set(flat_values(cls()))
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        raise ValueError(f"--config {path}: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a flag "
+                         f"here; the flags are: {', '.join(sorted(known))}")
+    return flat

@@ -20,7 +20,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from medscope.agent.backends.hf import HFBackend  # noqa: E402
 from medscope.agent.loop import AgentConfig  # noqa: E402
-from medscope.config import add_config_arguments, config_from_args  # noqa: E402
+from medscope.config import add_config_arguments, config_from_args, flat_values, run_config_defaults  # noqa: E402
 from medscope.suite.build import BuildConfig, build  # noqa: E402
 from medscope.suite.qa import QAConfig  # noqa: E402
 from medscope.suite.records import read_jsonl  # noqa: E402
@@ -190,8 +190,13 @@ def test_resumes_from_the_last_complete_checkpoint(
 
 
 def test_lora_trains_and_merges(suite: Path, base_model: Path, tmp_path: Path) -> None:
-    # Two updates: the first has learning rate 0 (warm-up), and LoRA's B starts at zero.
-    out = sft.main(_config(suite, base_model, tmp_path / "run", stage=1, lora=True, lora_r=4, lora_alpha=8, lr=1e-2))
+    # Two updates: the first has learning rate 0 (warm-up), and LoRA's B starts at zero. The curves go to
+    # TensorBoard (offline) and the run's flags to run_config.yaml.
+    config = _config(suite, base_model, tmp_path / "run", stage=1, lora=True, lora_r=4, lora_alpha=8, lr=1e-2,
+                     report_to="tensorboard")
+    out = sft.main(config)
+    assert list((out / "runs").rglob("events.out.tfevents.*"))
+    assert run_config_defaults(out / "run_config.yaml", sft.SFTStageConfig) == flat_values(config)
     adapter = load_file(str(out / "checkpoint-2" / "adapter_model.safetensors"))
     assert adapter and all("language_model" in k for k in adapter)
     before, after = _weights(base_model), _weights(out)

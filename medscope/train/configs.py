@@ -8,6 +8,14 @@ from dataclasses import dataclass, field
 from medscope.agent.loop import AgentConfig
 from medscope.train.rewards import RewardConfig
 
+REPORTERS = ("none", "tensorboard", "wandb")
+REPORT_HELP = "none | tensorboard | wandb: where the training curves go (TensorBoard is offline: OUT/runs/)"
+
+
+def check_report_to(value: str) -> None:
+    if value not in REPORTERS:
+        raise ValueError(f"--report-to {value!r}: use one of {', '.join(REPORTERS)}")
+
 
 @dataclass(frozen=True)
 class SFTStageConfig:
@@ -32,6 +40,7 @@ class SFTStageConfig:
     gradient_checkpointing: bool = field(
         default=True, metadata={"help": "recompute activations in backward: less memory, about a third more time"}
     )
+    report_to: str = field(default="none", metadata={"help": REPORT_HELP})
     # The frames and the system prompt must be the ones the trajectories were built with and the agent runs with.
     agent: AgentConfig = field(default_factory=AgentConfig)
 
@@ -43,6 +52,7 @@ class SFTStageConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.limit < 0 or self.epochs <= 0 or self.lr <= 0:
             raise ValueError(f"need limit >= 0, epochs > 0 and lr > 0, got {self.limit}, {self.epochs}, {self.lr}")
+        check_report_to(self.report_to)
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,7 @@ class GRPOStageConfig:
     logging_steps: int = field(default=1, metadata={"help": "steps between log lines"})
     seed: int = field(default=0, metadata={"help": "seed of sampling and shuffling"})
     limit: int = field(default=0, metadata={"help": "use only the first N samples (0: all)"})
+    report_to: str = field(default="none", metadata={"help": REPORT_HELP})
     agent: AgentConfig = field(default_factory=AgentConfig)  # system prompt and tool sizes, as at inference
 
     def __post_init__(self) -> None:
@@ -102,6 +113,7 @@ class GRPOStageConfig:
         if self.limit < 0 or self.lr <= 0 or self.max_tool_calls < 0:
             raise ValueError(f"need limit >= 0, lr > 0 and max_tool_calls >= 0, got {self.limit}, {self.lr}, "
                              f"{self.max_tool_calls}")
+        check_report_to(self.report_to)
 
     @property
     def reward(self) -> RewardConfig:

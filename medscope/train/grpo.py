@@ -15,7 +15,6 @@ Not here: generation, the tool loop, the loss and the logging are TRL's, unpatch
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.chat_template_utils import add_response_schema
 
 from medscope.agent.backends.processors import load_processor
+from medscope.config import write_run_config
 from medscope.suite.records import Sample, read_jsonl, sample_from_dict
 from medscope.train import rewards
 from medscope.train.configs import GRPOStageConfig
@@ -38,6 +38,29 @@ from medscope.train.env import VideoToolEnv
 from medscope.train.rewards import RewardConfig
 from medscope.train.sft import LORA_TARGETS, last_checkpoint, save_model
 from medscope.video.tools import ToolConfig
+
+# GAGRPOTrainer overrides private GRPOTrainer methods (_calculate_rewards, _generate_and_score_completions,
+# _tokenize_prompts) as TRL 1.16 has them; another TRL may call or shape them differently and train silently wrong.
+SUPPORTED_TRL = ("1.16", "1.17")  # >= first, < second
+
+
+class UnsupportedVersionError(ValueError):
+    """An installed library outside the versions this code is tested with, where that matters."""
+
+
+def check_trl(version: str | None = None) -> None:
+    """Refuse a TRL outside ``SUPPORTED_TRL``, naming the range and the fix."""
+    import trl
+    from packaging.version import Version
+
+    found = version or trl.__version__
+    low, high = SUPPORTED_TRL
+    if not Version(low) <= Version(found) < Version(high):
+        raise UnsupportedVersionError(
+            f"GA-GRPO needs TRL >={low},<{high} (it extends private GRPOTrainer methods as they are there); this is "
+            f"TRL {found}. Install the tested version: pip install 'trl>={low},<{high}' (or pip install -c "
+            "constraints.txt -e .[train])")
+
 
 # The reward columns TRL logs (``rewards/<name>/mean``), in order. Only the first three enter R; the others are
 # logged with weight 0, and the modulation reads ``evidence`` and ``tool_used`` back from the gathered columns.
@@ -257,7 +280,7 @@ def training_args(config: GRPOStageConfig) -> GRPOConfig:
         save_strategy="steps",
         save_steps=config.save_steps,
         logging_steps=config.logging_steps,
-        report_to="none",
+        report_to=config.report_to,  # TensorBoard writes under out/runs/
         seed=config.seed,
     )
 
@@ -272,6 +295,7 @@ def _samples(config: GRPOStageConfig) -> list[Sample]:
 
 def build_trainer(config: GRPOStageConfig) -> GAGRPOTrainer:
     """Model, processor, prompts, rewards and environment wired into a ``GAGRPOTrainer``; trains nothing."""
+    check_trl()
     if not config.data or not config.model or not config.out:
         raise ValueError("GA-GRPO needs --data SAMPLES.jsonl, --model DIR and --out DIR")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # environment_factory is "experimental" in TRL 1.x
@@ -298,7 +322,7 @@ def build_trainer(config: GRPOStageConfig) -> GAGRPOTrainer:
 
 def save(trainer: GAGRPOTrainer, config: GRPOStageConfig) -> Path:
     """The trained weights (LoRA merged) and the stock processor of the starting model, as one folder that
-    ``HFBackend.from_pretrained`` loads, with the run's config (``grpo_config.json``) and logs
+    ``HFBackend.from_pretrained`` loads, with the run's config (``run_config.yaml``) and logs
     (``trainer_state.json``). Written the way the SFT stages write theirs (``sft.save_model``)."""
     out = Path(config.out)
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -306,7 +330,6 @@ def save(trainer: GAGRPOTrainer, config: GRPOStageConfig) -> Path:
         model = model.merge_and_unload()
     if trainer.accelerator.is_main_process:
         save_model(model, load_processor(config.model), out, source=Path(config.model))
-        (out / "grpo_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
         trainer.state.save_to_json(str(out / "trainer_state.json"))  # the logged rewards, step by step
     return out
 
@@ -314,5 +337,6 @@ def save(trainer: GAGRPOTrainer, config: GRPOStageConfig) -> Path:
 def main(config: GRPOStageConfig) -> Path:
     """Train (resuming from the last ``checkpoint-*`` in ``out``) and save the model to ``out``."""
     trainer = build_trainer(config)
+    write_run_config(config, Path(config.out))
     trainer.train(resume_from_checkpoint=last_checkpoint(Path(config.out)))
     return save(trainer, config)

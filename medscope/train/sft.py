@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from medscope.agent.backends.base import Message, tool_messages_as_user
 from medscope.agent.backends.processors import load_processor, template_shows_tool_images
+from medscope.config import write_run_config
 from medscope.suite.records import Sample, Trajectory, read_jsonl
 from medscope.train.configs import SFTStageConfig
 from medscope.train.data import fill_images, sft_rows
@@ -142,6 +143,7 @@ def main(config: SFTStageConfig) -> Path:
     if not config.data or not config.model or not config.out:
         raise ValueError("sft needs --data FILE, --model DIR and --out DIR")
     source, out = Path(config.model), Path(config.out)
+    write_run_config(config, out)
     # PIL frames survive Arrow: from_list infers a List(Image()) column (PNG bytes, lossless) and gives back PIL.
     dataset = datasets.Dataset.from_list(load_rows(config))
     model = AutoModelForImageTextToText.from_pretrained(source, local_files_only=True, dtype="auto")
@@ -167,7 +169,7 @@ def main(config: SFTStageConfig) -> Path:
         save_total_limit=2,
         logging_steps=1,
         seed=config.seed,
-        report_to="none",
+        report_to=config.report_to,  # TensorBoard writes under out/runs/
     )
     peft_config = None
     if config.lora:

@@ -58,7 +58,8 @@ def manifest(config: Any, samples: Sequence[Sample]) -> dict[str, Any]:
         "agent": dataclasses.asdict(config.agent),
         # how the model computes (not threads, timeouts or retries, which change speed, not answers)
         "compute": {"device": config.options.device, "dtype": config.options.dtype,
-                    "attn_implementation": config.options.attn_implementation},
+                    "attn_implementation": config.options.attn_implementation,
+                    "tool_messages": config.options.tool_messages, "image_factor": config.options.image_factor},
         "suite": {"fingerprint": suite_fingerprint(samples), "samples": len(samples)},
         "judge": config.judge,
         "judge_optional": config.judge_optional,

@@ -29,6 +29,12 @@ class BackendOptions:
     threads: int = field(
         default=0, metadata={"help": "hf on CPU: torch threads (0: 1 for models under 100M parameters, which run "
                                      "5-60x faster on one thread when other processes share the cores)"})
+    tool_messages: str = field(
+        default="user", metadata={"help": "openai: native (tool messages with images, as Qwen3-VL is trained; vLLM) "
+                                          "| user (observations as user turns, for any server)"})
+    image_factor: int = field(
+        default=0, metadata={"help": "openai: resize frames to this patch grid first (28 Qwen2.5-VL, 32 Qwen3-VL; 0: "
+                                     "send as they are)"})
     timeout: float = field(default=60.0, metadata={"help": "openai: seconds to wait for one answer"})
     max_retries: int = field(
         default=2, metadata={"help": "openai: retries of a timeout, lost connection, 429 or 5xx (honestly counted)"})
@@ -52,7 +58,8 @@ def make_backend(
             raise ValueError("--backend openai needs --model NAME and --base-url URL (e.g. http://localhost:8000/v1)")
         from medscope.agent.backends.openai import OpenAIBackend
 
-        return OpenAIBackend(model, base_url=base_url, timeout=options.timeout, max_retries=options.max_retries)
+        return OpenAIBackend(model, base_url=base_url, timeout=options.timeout, max_retries=options.max_retries,
+                             tool_messages=options.tool_messages, image_factor=options.image_factor or None)
     if kind in ("oracle", "teacher", "uniform", "random"):
         if reference is None:
             raise ValueError(f"--backend {kind} is a scripted policy and needs the ground truth (annotations)")

@@ -1,21 +1,32 @@
 """A backend for any OpenAI-compatible chat-completions server: vLLM, SGLang, llama.cpp's server, hosted APIs.
 
-Our protocol speaks text ``<tool_call>`` tags, not native function calling, and most servers cannot put images
-in ``tool`` messages, so tool observations are sent as user turns (``tool_messages_as_user``). Images travel as
-base64 JPEG data URLs. Retries (408, 409, 429, 5xx, timeouts, connection errors) are counted here, not left to
-the SDK, so an error says how many attempts were really made and how long the server asked to wait
-(``Retry-After``); every transport or protocol failure (a 200 whose body is not JSON, a choice without a
-message) becomes a ``BackendError`` naming the server, the cause and the fix. The API key is read from an
-environment variable and never appears in reprs, ``identity()`` or error messages; a key written into the
-URL is masked in ``identity()`` (what traces, reports and manifests record).
+Our protocol speaks text ``<tool_call>`` tags, not native function calling. The request carries what a
+medscope-trained model saw in training: the tool schemas as ``tools`` (with ``tool_choice: "none"``, so the
+server renders them into the chat template, as training did, and parses nothing), and, with
+``tool_messages="native"``, observations as ``tool`` messages with their images, which vLLM renders through a
+template that shows tool images (Qwen3-VL's). Servers that cannot take images in ``tool`` messages get them as
+user turns (``tool_messages="user"``, the default, as Qwen2.5-VL was trained). Images travel as base64 JPEG
+data URLs, resized first to the model family's patch grid (``image_factor``: 28 for Qwen2.5-VL, 32 for
+Qwen3-VL; ``smart_resize``), so the server does not resample them again, and each image is encoded once per
+episode although every turn re-sends the conversation.
+
+Retries (408, 409, 429, 5xx, timeouts, connection errors) are counted here, not left to the SDK, so an error says
+how many attempts were really made and how long the server asked to wait (``Retry-After``); every transport or
+protocol failure (a 200 whose body is not JSON, a choice without a message) becomes a ``BackendError`` naming the
+server, the cause and the fix. The API key is read from an environment variable and never appears in reprs,
+``identity()`` or error messages; a key written into the URL is masked in ``identity()`` (what traces, reports
+and manifests record).
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import math
 import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +40,7 @@ from medscope.agent.backends.base import (
     tool_messages_as_user,
     truncate_at_stop,
 )
+from medscope.video.tools import TOOL_SPECS
 
 PLACEHOLDER_API_KEY = "EMPTY"  # what vLLM and most local servers accept when they run without --api-key
 JPEG_QUALITY = 90
@@ -47,24 +59,75 @@ def _sdk() -> Any:
     return openai
 
 
-def encode_image(image: Image.Image, quality: int = JPEG_QUALITY) -> str:
-    """A ``data:image/jpeg;base64,...`` URL for ``image`` (converted to RGB: JPEG has no alpha or palette)."""
+def smart_resize(height: int, width: int, *, factor: int, min_pixels: int = 56 * 56,
+                 max_pixels: int = 28 * 28 * 1280) -> tuple[int, int]:
+    """qwen-vl-utils' rule: the nearest size whose sides are multiples of ``factor`` and whose area lies within
+    ``[min_pixels, max_pixels]``, keeping the aspect ratio; what a Qwen-VL processor resizes an image to."""
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio of {width}x{height} is over 200, which Qwen-VL processors refuse")
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def encode_image(image: Image.Image, quality: int = JPEG_QUALITY, *, factor: int | None = None) -> str:
+    """A ``data:image/jpeg;base64,...`` URL for ``image`` (converted to RGB: JPEG has no alpha or palette),
+    resized to the ``factor`` grid first when one is given."""
     if image.mode != "RGB":
         image = image.convert("RGB")
+    if factor:
+        height, width = smart_resize(image.height, image.width, factor=factor)
+        if (width, height) != image.size:
+            image = image.resize((width, height), Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def to_openai_messages(messages: Sequence[Message], *, quality: int = JPEG_QUALITY) -> list[dict[str, Any]]:
+class _Encoded:
+    """Data URLs of the images of the running episodes, by object: each turn re-sends the whole conversation,
+    and its frames are the same objects turn after turn. Holding the image keeps its id from being reused."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self._urls: OrderedDict[int, tuple[Image.Image, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, image: Image.Image, quality: int, factor: int | None) -> str:
+        key = id(image)
+        with self._lock:
+            hit = self._urls.get(key)
+            if hit is not None and hit[0] is image:
+                self._urls.move_to_end(key)
+                return hit[1]
+        url = encode_image(image, quality, factor=factor)  # outside the lock: workers encode in parallel
+        with self._lock:
+            self._urls[key] = (image, url)
+            while len(self._urls) > self.size:
+                self._urls.popitem(last=False)
+        return url
+
+
+def to_openai_messages(messages: Sequence[Message], *, quality: int = JPEG_QUALITY, native_tools: bool = False,
+                       factor: int | None = None, encoded: _Encoded | None = None) -> list[dict[str, Any]]:
     """Our messages (base.py shape) in OpenAI chat format.
 
-    ``tool`` messages become user turns wrapped in ``<tool_response>``. Text-only messages get a plain string
-    content (what every server and chat template accepts); messages with images a list of ``text`` and
-    ``image_url`` parts in their original order. Assistant turns are text only.
+    ``tool`` messages stay ``tool`` messages with ``native_tools``, else become user turns wrapped in
+    ``<tool_response>``. Text-only messages get a plain string content (what every server and chat template
+    accepts); messages with images a list of ``text`` and ``image_url`` parts in their original order.
+    Assistant turns are text only.
     """
+    cache = encoded or _Encoded()
     out: list[dict[str, Any]] = []
-    for message in tool_messages_as_user(messages):
+    for message in (list(messages) if native_tools else tool_messages_as_user(messages)):
         role = message["role"]
         content = message["content"]
         if isinstance(content, str):
@@ -80,7 +143,7 @@ def to_openai_messages(messages: Sequence[Message], *, quality: int = JPEG_QUALI
                 if part["text"]:
                     parts.append({"type": "text", "text": part["text"]})
             elif part["type"] == "image":
-                parts.append({"type": "image_url", "image_url": {"url": encode_image(part["image"], quality)}})
+                parts.append({"type": "image_url", "image_url": {"url": cache.get(part["image"], quality, factor)}})
             else:
                 raise ValueError(f"unknown message part type {part['type']!r}")
         out.append({"role": role, "content": parts})
@@ -108,6 +171,8 @@ class OpenAIBackend:
         max_retries: int = 2,
         temperature: float = 0.0,
         extra_body: dict[str, Any] | None = None,
+        tool_messages: str = "user",
+        image_factor: int | None = None,
     ) -> None:
         if not model:
             raise ValueError("model must be a non-empty model id as the server knows it")
@@ -120,6 +185,11 @@ class OpenAIBackend:
         self.max_retries = int(max_retries)
         self.temperature = float(temperature)
         self.extra_body = dict(extra_body) if extra_body else None
+        if tool_messages not in ("user", "native"):
+            raise ValueError(f"tool_messages must be 'user' or 'native', got {tool_messages!r}")
+        self.native_tools = tool_messages == "native"
+        self.image_factor = image_factor or None
+        self._encoded = _Encoded()
         env_key = os.environ.get(api_key_env, "")
         self._api_key_set = bool(env_key)
         self._api_key = env_key or PLACEHOLDER_API_KEY
@@ -152,7 +222,10 @@ class OpenAIBackend:
     def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "messages": to_openai_messages(messages),
+            "messages": self.request_messages(messages),
+            # What training rendered into the system prompt; "none": the server renders them, parses nothing.
+            "tools": [dict(spec) for spec in TOOL_SPECS],
+            "tool_choice": "none",
             "max_tokens": int(max_new_tokens),
             "temperature": self.temperature,
         }
@@ -172,6 +245,11 @@ class OpenAIBackend:
             raise BackendError(f"{where} answered with a choice that has no text message ({_shape(choices[0])}); "
                                "is it an OpenAI-compatible chat-completions endpoint?")
         return truncate_at_stop(content or "", stop)
+
+    def request_messages(self, messages: Sequence[Message]) -> list[dict[str, Any]]:
+        """The ``messages`` of a request as this backend sends them."""
+        return to_openai_messages(messages, native_tools=self.native_tools, factor=self.image_factor,
+                                  encoded=self._encoded)
 
     def list_models(self) -> list[str]:
         """The model ids the server serves (``GET {base_url}/models``)."""

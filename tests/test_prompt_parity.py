@@ -57,8 +57,9 @@ def test_served_prompt_is_the_trained_prompt(synth_video: SynthClinVideo, arch: 
     collator = AgentSFTCollator(processor)  # what SFT trains on: its template, its tool-message handling
     assert collator.tool_messages_as_user == (tool_messages == "user")
     trained_convo = tool_messages_as_user(messages) if collator.tool_messages_as_user else messages
-    trained = processor.apply_chat_template(trained_convo, tools=list(TOOL_SPECS), chat_template=collator.chat_template,
-                                            add_generation_prompt=True, tokenize=False)
+    trained = processor.apply_chat_template(trained_convo, tools=list(TOOL_SPECS),
+                                            chat_template=collator.chat_template, add_generation_prompt=True,
+                                            tokenize=False)
 
     backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", tool_messages=tool_messages)
     request = backend.request_messages(messages)

@@ -88,8 +88,9 @@ def _context(annotation: VideoAnnotation, seg: Segment) -> dict[str, object] | N
 
 
 def _windows(segs: Sequence[Segment]) -> list[list[float]]:
-    """Every window of the segments, sorted, merged where they touch (the union is what the answer covers)."""
-    spans = sorted((round(s, 3), round(e, 3)) for seg in segs for s, e in (seg.windows or ((seg.start, seg.end),)))
+    """Every window of the segments, sorted, merged where they touch (the union is what the answer covers), in
+    hundredths of a second: the precision answers are written in, so a reference answer is its evidence exactly."""
+    spans = sorted((round(s, 2), round(e, 2)) for seg in segs for s, e in (seg.windows or ((seg.start, seg.end),)))
     merged: list[list[float]] = []
     for start, end in spans:
         if merged and start <= merged[-1][1]:

@@ -162,3 +162,24 @@ def test_secrets_never_reach_the_manifest() -> None:
     assert redact_url("https://user:sk-123@api.example.com/v1?api_key=sk-9&x=1") == (
         "https://user:***@api.example.com/v1?api_key=***&x=1")
     assert redact_url("http://localhost:8000/v1") == "http://localhost:8000/v1"
+
+
+def test_tables_of_unchanged_results_are_read_back_and_the_manifest_records_the_code(
+        suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import medscope.eval.tables as tables
+
+    out = tmp_path / "eval"
+    runs = evaluate(_config(suite, out))
+    first = write_tables(runs, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["recorded"]["medscope"] and "commit" in manifest["recorded"]
+
+    def boom(results: object) -> object:
+        raise AssertionError("recomputed although nothing changed")
+
+    monkeypatch.setattr(tables, "summarize", boom)
+    assert write_tables(evaluate(_config(suite, out)), out) == json.loads(json.dumps(first))
+    monkeypatch.undo()
+    grown = evaluate(_config(suite, out, limit=0))
+    grown["agent"][0]["metrics"]["iou"] = 0.0  # a changed result is summarised again
+    assert write_tables(grown, out)["agent"]["grounding/test"]["mIoU"]["value"] < 100

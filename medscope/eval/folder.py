@@ -32,7 +32,7 @@ from medscope.suite.records import Sample
 log = logging.getLogger(__name__)
 
 MANIFEST_SCHEMA = "medscope.eval-manifest/1"
-RESULT_FILES = ("results.jsonl", "baseline.jsonl", "failures.jsonl", "tables.md", "tables.json",
+RESULT_FILES = ("results.jsonl", "baseline.jsonl", "failures.jsonl", "tables.md", "tables.json", "tables.signature",
                 "frames_vs_score.png", "manifest.json")
 
 
@@ -64,11 +64,37 @@ def manifest(config: Any, samples: Sequence[Sample]) -> dict[str, Any]:
         "judge": config.judge,
         "judge_optional": config.judge_optional,
         "baseline": config.baseline,
+        # Recorded, not compared: a resume may run on a newer medscope.
+        "recorded": {"medscope": _version(), "commit": _commit()},
     }
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("medscope")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _commit() -> str | None:
+    """The git commit of the medscope checkout that runs, when it runs from one (with a + when edited)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+" if dirty else "")
+
+
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = sorted(set(old) | set(new))
+    keys = sorted((set(old) | set(new)) - {"recorded"})
     out = []
     for key in keys:
         a, b = old.get(key), new.get(key)

@@ -9,6 +9,7 @@ long video, so they are not independent). Output: Markdown, JSON and a PNG of sc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections import defaultdict
@@ -167,9 +168,18 @@ def write_tables(runs: dict[str, list[dict[str, Any]]], out: str | Path) -> dict
     """Summaries of every run as tables.md, tables.json and frames_vs_score.png in ``out``; samples whose
     episode failed (``failures.jsonl``, not since finished) are counted in a ``failed`` column."""
     out = Path(out)
+    # Caption metrics take a minute on a large run: tables of the same results are read back, not recomputed.
+    failures = (out / "failures.jsonl").read_text() if (out / "failures.jsonl").exists() else ""
+    signature = hashlib.sha256(json.dumps(
+        [[[run, [(r["id"], r["metrics"], r.get("episode", {}).get("answer")) for r in results]]
+          for run, results in runs.items()], failures], sort_keys=True, default=str).encode()).hexdigest()
+    if (out / "tables.signature").exists() and (out / "tables.signature").read_text().strip() == signature and (
+            out / "tables.json").exists():
+        return dict(json.loads((out / "tables.json").read_text()))
     summaries = {run: summarize(results) for run, results in runs.items() if results}
     _count_failures(summaries, runs, out / "failures.jsonl")
     write_text_atomic(out / "tables.md", markdown(summaries) + "\n")
     write_text_atomic(out / "tables.json", json.dumps(summaries, indent=2))
     plot(summaries, out / "frames_vs_score.png")
+    write_text_atomic(out / "tables.signature", signature + "\n")
     return summaries

@@ -56,7 +56,7 @@ def _eval(args: argparse.Namespace) -> int:
     runs = evaluate(config)
     summaries = write_tables(runs, config.out)
     print(markdown(summaries))
-    print(f"wrote {config.out}/results.jsonl, baseline.jsonl, tables.md, tables.json, frames_vs_score.png")
+    print(f"wrote {config.out}/results.jsonl, baseline*.jsonl, tables.md, tables.json, frames_vs_score.png")
     return 0
 
 

@@ -183,3 +183,15 @@ def test_tables_of_unchanged_results_are_read_back_and_the_manifest_records_the_
     grown = evaluate(_config(suite, out, limit=0))
     grown["agent"][0]["metrics"]["iou"] = 0.0  # a changed result is summarised again
     assert write_tables(grown, out)["agent"]["grounding/test"]["mIoU"]["value"] < 100
+
+
+def test_baselines_at_several_frame_budgets_draw_the_frames_score_curve(suite: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    runs = evaluate(_config(suite, out, baseline="uniform", baseline_frames=(0.5, 1.0, 2.0)))
+    assert set(runs) == {"agent", "baseline x0.5", "baseline", "baseline x2"}
+    frames = {name: sum(r["metrics"]["frames_viewed"] for r in results) / len(results)
+              for name, results in runs.items() if name != "agent"}
+    assert frames["baseline x0.5"] < frames["baseline"] < frames["baseline x2"]
+    assert (out / "baseline_x0.5.jsonl").exists() and (out / "baseline_x2.jsonl").exists()
+    tables = write_tables(runs, out)
+    assert set(tables) == set(runs) and "baseline x2" in markdown(tables)

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_SCHEMA = "medscope.eval-manifest/1"
 RESULT_FILES = ("results.jsonl", "baseline.jsonl", "failures.jsonl", "tables.md", "tables.json", "tables.signature",
-                "frames_vs_score.png", "manifest.json")
+                "frames_vs_score.png", "manifest.json")  # and baseline_x*.jsonl
 
 
 class EvalFolderError(ValueError):
@@ -64,6 +64,7 @@ def manifest(config: Any, samples: Sequence[Sample]) -> dict[str, Any]:
         "judge": config.judge,
         "judge_optional": config.judge_optional,
         "baseline": config.baseline,
+        "baseline_frames": list(config.baseline_frames),
         # Recorded, not compared: a resume may run on a newer medscope.
         "recorded": {"medscope": _version(), "commit": _commit()},
     }
@@ -138,9 +139,9 @@ def _check_manifest(out: Path, wanted: dict[str, Any], *, new: bool) -> None:
     if new and (has_results or path.exists()):
         aside = out / time.strftime("replaced-%Y%m%d-%H%M%S", time.gmtime())
         aside.mkdir()
-        for name in RESULT_FILES:
-            if (out / name).exists():
-                (out / name).rename(aside / name)
+        for path in [*(out / name for name in RESULT_FILES), *out.glob("baseline_x*.jsonl")]:
+            if path.exists():
+                path.rename(aside / path.name)
         log.warning("%s: earlier results moved to %s (--new)", out, aside)
     elif path.exists():
         try:

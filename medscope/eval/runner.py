@@ -52,6 +52,9 @@ class EvalConfig:
     base_url: str | None = field(default=None, metadata={"help": "openai: server URL"})
     options: BackendOptions = field(default_factory=BackendOptions)
     baseline: str | None = field(default="uniform", metadata={"help": "uniform (same frame budget) or none"})
+    baseline_frames: tuple[float, ...] = field(
+        default=(1.0,), metadata={"help": "uniform baselines at these multiples of the agent's mean frames, e.g. "
+                                          "1 2 4: the frames/score curve of looking uniformly"})
     workers: int = field(default=1, metadata={"help": "concurrent episodes (server and scripted backends)"})
     limit: int = field(default=0, metadata={"help": "evaluate only the first N samples (0: all)"})
     judge: str | None = field(
@@ -185,6 +188,8 @@ def evaluate(config: EvalConfig) -> dict[str, list[dict[str, Any]]]:
         raise ValueError("eval needs --samples samples.jsonl and --out DIR")
     if config.on_error not in ("stop", "skip"):
         raise ValueError(f"--on-error {config.on_error!r}: use stop or skip")
+    if not config.baseline_frames or any(m <= 0 for m in config.baseline_frames):
+        raise ValueError(f"--baseline-frames {config.baseline_frames}: give multiples > 0 of the agent's frames")
     everything = list(read_jsonl(config.samples))
     check_samples(everything, config.samples, on_error=config.on_error)
     samples = everything[: config.limit] if config.limit else everything
@@ -229,13 +234,16 @@ def _evaluate(config: EvalConfig, samples: list[Sample], out: Path) -> dict[str,
                         run=config.backend, workers=workers, judge=judge, on_error=config.on_error)
     results = {"agent": agent}
     if config.baseline == "uniform":
-        budget = baseline_budget(agent)
-        # N uniform frames and nothing else: the budget is spent by the overview, so the first turn must answer.
-        tools = replace(config.agent.tools, overview_frames=budget, max_frames=budget)
         policy = "uniform" if config.backend in SCRIPTED else config.backend
-        results["baseline"] = run_samples(samples, _factory(config, policy), out / "baseline.jsonl",
-                                          replace(config.agent, tools=tools), run=f"uniform@{budget}", workers=workers,
-                                          judge=judge, on_error=config.on_error)
+        for multiple in config.baseline_frames:
+            budget = max(1, math.ceil(baseline_budget(agent) * multiple))
+            # N uniform frames and nothing else: the overview spends the budget, so the first turn must answer.
+            tools = replace(config.agent.tools, overview_frames=budget, max_frames=budget)
+            name, file = ("baseline", "baseline.jsonl") if multiple == 1 else (
+                f"baseline x{multiple:g}", f"baseline_x{multiple:g}.jsonl")
+            results[name] = run_samples(samples, _factory(config, policy), out / file,
+                                        replace(config.agent, tools=tools), run=f"uniform@{budget}", workers=workers,
+                                        judge=judge, on_error=config.on_error)
     elif config.baseline not in (None, "none"):
         raise ValueError(f"--baseline {config.baseline!r}: use uniform or none")
     return results

@@ -81,3 +81,27 @@ def test_a_missing_local_folder_says_so(tmp_path: Path, monkeypatch: pytest.Monk
         HFBackend.from_pretrained("runs/grpo", device="cpu")
     with pytest.raises(FileNotFoundError, match="no such model folder"):
         HFBackend.from_pretrained(tmp_path / "runs" / "a" / "b", device="cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.py covers the rest)")
+def test_the_built_in_model_runs_on_cuda_in_bf16(synth_video: SynthClinVideo) -> None:
+    from medscope.agent.loop import AgentConfig, run_episode
+
+    backend = make_backend("hf", options=BackendOptions(device="auto", dtype="auto"))
+    assert backend.model.device.type == "cuda" and backend.model.dtype == torch.bfloat16
+    episode = run_episode(backend, str(synth_video.video_path), "When does bleeding happen?",
+                          AgentConfig(max_new_tokens=64))
+    assert episode.turns
+
+
+def test_the_gpu_check_script_runs_its_steps_on_the_cpu(tmp_path: Path) -> None:
+    """The script a GPU machine runs, exercised here on the CPU at toy size: episode, SFT step, GA-GRPO step."""
+    script = Path(__file__).parent.parent / "benchmarks" / "gpu_check.py"
+    done = subprocess.run([sys.executable, str(script), "--device", "cpu", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    rows = json.loads((tmp_path / "gpu_check.json").read_text())["rows"]
+    assert [r["step"] for r in rows] == ["episode (hf backend)", "SFT step (stage 2)", "GA-GRPO step"]
+    assert all(r["seconds"] > 0 for r in rows) and "loss" in rows[1]["detail"]

@@ -42,6 +42,7 @@ test-all: $(SYSDEPS)
 bench: $(STAMP)
 	$(PY) benchmarks/video_access.py --out benchmarks/results
 	$(PY) benchmarks/threads.py --out benchmarks/results
+	$(PY) benchmarks/eval_throughput.py --out benchmarks/results
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check medscope tests benchmarks

@@ -60,6 +60,21 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    if args.kind == "eval":
+        from medscope.eval.runner import merge
+        from medscope.eval.tables import markdown, write_tables
+
+        print(markdown(write_tables(merge(args.out, args.shards), args.out)))
+    else:
+        from medscope.suite.build import funnel_markdown
+        from medscope.suite.build import merge as merge_suite
+
+        print(funnel_markdown(merge_suite(args.out, args.shards)))
+    print(f"merged {len(args.shards)} shards into {args.out}")
+    return 0
+
+
 def _train_sft(args: argparse.Namespace) -> int:
     from medscope.train.configs import SFTStageConfig
     from medscope.train.sft import main
@@ -119,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="run a backend (and the uniform baseline) over samples; tables")
     add_config_arguments(evaluate, EvalConfig)
     evaluate.set_defaults(run=_eval)
+
+    merge = sub.add_parser("merge", help="put the output folders of --shard K/N runs back together")
+    merge.add_argument("kind", choices=["eval", "suite"], help="what the shards ran")
+    merge.add_argument("--out", required=True, help="the merged folder")
+    merge.add_argument("shards", nargs="+", help="the --out folder of each shard, 1..N")
+    merge.set_defaults(run=_merge)
 
     train = sub.add_parser("train", help="SFT stages 1-2, GA-GRPO stage 3, or the whole recipe")
     train_sub = train.add_subparsers(dest="train_command", required=True)

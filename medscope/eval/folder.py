@@ -65,6 +65,7 @@ def manifest(config: Any, samples: Sequence[Sample]) -> dict[str, Any]:
         "judge_optional": config.judge_optional,
         "baseline": config.baseline,
         "baseline_frames": list(config.baseline_frames),
+        "shard": config.shard,
         # Recorded, not compared: a resume may run on a newer medscope.
         "recorded": {"medscope": _version(), "commit": _commit()},
     }

@@ -12,6 +12,7 @@ backend (scripted policies get the scripted ``uniform`` policy).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -32,6 +33,7 @@ from medscope.eval.folder import claim, manifest, read_lines, repair_tail
 from medscope.eval.judge import DIMENSIONS, Judge, JudgeError
 from medscope.eval.metrics import answer_iou, answer_score, set_iou
 from medscope.io import json_line
+from medscope.shards import check_shards, concat_jsonl, parse_shard, take
 from medscope.suite.records import Sample, read_jsonl
 from medscope.suite.trajectories import reference_for
 from medscope.video.errors import VideoError
@@ -66,6 +68,8 @@ class EvalConfig:
     on_error: str = field(
         default="stop", metadata={"help": "stop | skip: an episode that fails (skip: noted in failures.jsonl)"})
     new: bool = field(default=False, metadata={"help": "start over in --out (earlier results are moved aside)"})
+    shard: str | None = field(
+        default=None, metadata={"help": "K/N: this machine's share of the samples (then `medscope merge eval`)"})
     agent: AgentConfig = field(default_factory=AgentConfig)
 
 
@@ -192,7 +196,7 @@ def evaluate(config: EvalConfig) -> dict[str, list[dict[str, Any]]]:
         raise ValueError(f"--baseline-frames {config.baseline_frames}: give multiples > 0 of the agent's frames")
     everything = list(read_jsonl(config.samples))
     check_samples(everything, config.samples, on_error=config.on_error)
-    samples = everything[: config.limit] if config.limit else everything
+    samples = take(everything[: config.limit] if config.limit else everything, parse_shard(config.shard))
     if not samples:
         raise ValueError(f"{config.samples} holds no samples")
     with claim(Path(config.out), manifest(config, everything), new=config.new) as out:
@@ -248,3 +252,25 @@ def _evaluate(config: EvalConfig, samples: list[Sample], out: Path) -> dict[str,
         raise ValueError(f"--baseline {config.baseline!r}: use uniform or none")
     return results
 
+
+def merge(out: str | Path, shards: Sequence[str | Path]) -> dict[str, list[dict[str, Any]]]:
+    """The results of ``--shard K/N`` runs as one eval folder (results, baselines, failures; then tables)."""
+    folders = [Path(f) for f in shards]
+    manifests = []
+    for folder in folders:
+        if not (folder / "manifest.json").exists():
+            raise ValueError(f"{folder}: no manifest.json; give the --out folders of `medscope eval --shard K/N`")
+        manifests.append(json.loads((folder / "manifest.json").read_text(encoding="utf-8")))
+    check_shards(folders, manifests)
+    merged = {k: v for k, v in manifests[0].items() if k != "shard"} | {"shard": None}
+    names = sorted({p.name for f in folders for p in f.glob("baseline*.jsonl")} | {"results.jsonl"})
+    with claim(Path(out), merged) as target:
+        for name in names:
+            concat_jsonl([f / name for f in folders], target / name)
+        concat_jsonl([f / "failures.jsonl" for f in folders], target / "failures.jsonl", key=None)
+        runs = {"agent": read_lines(target / "results.jsonl")}
+        for name in names:
+            if name.startswith("baseline"):
+                multiple = name.removeprefix("baseline").removeprefix("_x").removesuffix(".jsonl")
+                runs["baseline" if not multiple else f"baseline x{multiple}"] = read_lines(target / name)
+        return runs

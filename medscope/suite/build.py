@@ -31,11 +31,12 @@ from tqdm import tqdm
 
 from medscope.agent.backends import backend_from_spec
 from medscope.io import json_line, write_text_atomic
+from medscope.shards import check_shards, concat_jsonl, parse_shard, take
 from medscope.suite import filters
 from medscope.suite.adapters import load_annotations
 from medscope.suite.loading import DURATION_TOLERANCE_S, AdapterError, LoadContext, LoadOptions, VideoInfo, Where
 from medscope.suite.qa import QAConfig, generate_samples, rewrite_questions
-from medscope.suite.records import Sample, Trajectory, VideoAnnotation, write_jsonl
+from medscope.suite.records import Sample, Trajectory, VideoAnnotation, read_jsonl, write_jsonl
 from medscope.suite.trajectories import make_trajectory
 from medscope.video.source import VideoSource
 
@@ -60,6 +61,8 @@ class BuildConfig:
     workers: int = field(default=2, metadata={"help": "processes for trajectories (one video each)"})
     trajectories: bool = field(
         default=True, metadata={"help": "write reference trajectories (off: samples only, e.g. an eval-only suite)"})
+    shard: str | None = field(
+        default=None, metadata={"help": "K/N: build every N-th video only (then `medscope merge suite`)"})
     on_error: str = field(
         default="skip", metadata={"help": "skip | raise: a missing or unreadable video (skips are noted)"})
     qa: QAConfig = field(default_factory=QAConfig)
@@ -185,6 +188,12 @@ def build(config: BuildConfig) -> dict[str, dict[str, int]]:
     out = Path(config.out)
     ctx = LoadContext(config.load, videos)
     annotations = load_annotations(config.source, annotations_path, ctx)
+    shard = parse_shard(config.shard)
+    if shard is not None:
+        annotations = take(annotations, shard)
+        if shard[0] != 1:  # every shard reads the whole file; the first one alone reports it, so merged counts add up
+            ctx.notes.clear()
+            ctx.records = 0
     generated, summaries = _generate(annotations, ctx, config)
     if not generated:
         raise AdapterError(f"no samples from {annotations_path}: {ctx.records} records read; "
@@ -206,7 +215,53 @@ def build(config: BuildConfig) -> dict[str, dict[str, int]]:
     write_text_atomic(out / "load_notes.jsonl",
                       "".join(json_line(dataclasses.asdict(n)) for n in ctx.notes))
     write_text_atomic(out / "funnel.json", json.dumps({"records": records, "samples": table}, indent=2))
+    write_text_atomic(out / "build.json", json.dumps(dataclasses.asdict(config), indent=2))
     write_text_atomic(out / "README.md", dataset_card(config, kept, trajectories, table, records))
+    return table
+
+
+def merge(out: str | Path, shards: Sequence[str | Path]) -> dict[str, dict[str, int]]:
+    """The folders of ``--shard K/N`` builds as one suite: samples and trajectories (video paths re-anchored),
+    drops and load notes, the funnel summed, the dataset card written again. Returns the funnel table."""
+    folders = [Path(f) for f in shards]
+    builds = []
+    for folder in folders:
+        if not (folder / "build.json").exists():
+            raise ValueError(f"{folder}: no build.json; give the --out folders of `medscope suite build --shard K/N`")
+        builds.append(json.loads((folder / "build.json").read_text(encoding="utf-8")))
+    check_shards(folders, [b | {"out": None} for b in builds])
+    out = Path(out)
+    samples = [s for f in folders for s in read_jsonl(f / "samples.jsonl")]
+    trajectories = [t for f in folders if (f / "trajectories.jsonl").exists()
+                    for t in read_jsonl(f / "trajectories.jsonl", "trajectory")]
+    ids = [s.id for s in samples]
+    if len(ids) != len(set(ids)):
+        raise ValueError("two shards hold the same sample ids: were they built from different --shard splits?")
+    write_jsonl(out / "samples.jsonl", samples)
+    if trajectories:
+        write_jsonl(out / "trajectories.jsonl", trajectories)
+    for name in ("drops.jsonl", "load_notes.jsonl"):
+        concat_jsonl([f / name for f in folders], out / name, key=None)
+    funnels = [json.loads((f / "funnel.json").read_text(encoding="utf-8")) for f in folders]
+    table: dict[str, dict[str, int]] = {}
+    for funnel in funnels:
+        for task, row in funnel["samples"].items():
+            merged_row = table.setdefault(task, {})
+            for column, value in row.items():
+                merged_row[column] = merged_row.get(column, 0) + value
+    records: dict[str, Any] = {"read": sum(f["records"]["read"] for f in funnels)}
+    for action in ("skipped", "clamped", "disagrees"):
+        counts: dict[str, int] = {}
+        for funnel in funnels:
+            for reason, n in funnel["records"][action].items():
+                counts[reason] = counts.get(reason, 0) + n
+        records[action] = dict(sorted(counts.items()))
+    config = BuildConfig(**{k: v for k, v in builds[0].items() if k not in ("qa", "load")} | {
+        "out": str(out), "shard": None, "qa": QAConfig(**builds[0]["qa"] | {"tasks": tuple(builds[0]["qa"]["tasks"])}),
+        "load": LoadOptions(**builds[0]["load"]), "filters": tuple(builds[0]["filters"])})
+    write_text_atomic(out / "funnel.json", json.dumps({"records": records, "samples": table}, indent=2))
+    write_text_atomic(out / "build.json", json.dumps(dataclasses.asdict(config), indent=2))
+    write_text_atomic(out / "README.md", dataset_card(config, samples, trajectories, table, records))
     return table
 
 

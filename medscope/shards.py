@@ -1,0 +1,93 @@
+"""Work split over machines: ``--shard K/N`` takes every N-th item starting at the K-th (1-based), and ``merge``
+puts the N output folders back together, refusing shards of different runs, missing or repeated shards, and
+items that two shards both did.
+
+One shard per GPU server or SLURM array task::
+
+    medscope eval --samples suite/samples.jsonl --backend openai ... --shard 2/4 --out runs/eval/shard2
+    medscope eval merge --out runs/eval runs/eval/shard1 runs/eval/shard2 runs/eval/shard3 runs/eval/shard4
+    medscope suite build --source activitynet ... --shard 2/4 --out runs/suite/shard2
+    medscope suite merge --out runs/suite runs/suite/shard*
+
+An eval shard sets its uniform baseline at its own agent's mean frames (shards of one suite agree closely); a
+suite shard builds its filters' priors from its own samples.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from medscope.io import write_text_atomic
+
+T = TypeVar("T")
+_SHARD = re.compile(r"(\d+)/(\d+)")
+
+
+def parse_shard(spec: str | None) -> tuple[int, int] | None:
+    """``"2/4"`` → ``(2, 4)``; None or "" → None (no sharding)."""
+    if not spec:
+        return None
+    match = _SHARD.fullmatch(spec.strip())
+    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise ValueError(f"--shard {spec!r}: write K/N with 1 <= K <= N, e.g. --shard 2/4")
+    return int(match.group(1)), int(match.group(2))
+
+
+def take(items: Sequence[T], shard: tuple[int, int] | None) -> list[T]:
+    """The shard's items: every N-th, starting at the K-th (an even split of any order)."""
+    if shard is None:
+        return list(items)
+    k, n = shard
+    return [item for i, item in enumerate(items) if i % n == k - 1]
+
+
+def _shard_of(folder: Path, manifest: dict[str, Any]) -> tuple[int, int]:
+    shard = parse_shard(manifest.get("shard"))
+    if shard is None:
+        raise ValueError(f"{folder}: its manifest names no shard; merge takes the folders of `--shard K/N` runs")
+    return shard
+
+
+def check_shards(folders: Sequence[Path], manifests: Sequence[dict[str, Any]]) -> int:
+    """All shards of one run, each once, none missing; returns N."""
+    shards = [_shard_of(f, m) for f, m in zip(folders, manifests, strict=True)]
+    counts = {n for _, n in shards}
+    if len(counts) != 1:
+        raise ValueError(f"shards of different splits: {sorted(f'{k}/{n}' for k, n in shards)}")
+    n = counts.pop()
+    ks = sorted(k for k, _ in shards)
+    if ks != list(range(1, n + 1)):
+        missing = sorted(set(range(1, n + 1)) - set(ks))
+        twice = sorted({k for k in ks if ks.count(k) > 1})
+        raise ValueError(f"need shards 1..{n} once each: missing {missing}, given twice {twice}")
+    strip = [{k: v for k, v in m.items() if k not in ("shard", "recorded")} for m in manifests]
+    for folder, other in zip(folders[1:], strip[1:], strict=True):
+        if other != strip[0]:
+            diff = sorted(k for k in set(other) | set(strip[0]) if other.get(k) != strip[0].get(k))
+            raise ValueError(f"{folder} is a shard of another run than {folders[0]} (they differ in "
+                             f"{', '.join(diff)})")
+    return n
+
+
+def concat_jsonl(files: Sequence[Path], out: Path, *, key: str | None = "id") -> int:
+    """Concatenate JSONL files; with ``key``, a record that two files both hold is an error. Returns the count."""
+    seen: dict[str, Path] = {}
+    lines: list[str] = []
+    for file in files:
+        if not file.exists():
+            continue
+        for line in file.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            if key is not None:
+                ident = str(json.loads(line)[key])
+                if ident in seen:
+                    raise ValueError(f"{ident!r} is in both {seen[ident]} and {file}: shards overlap")
+                seen[ident] = file
+            lines.append(line + "\n")
+    write_text_atomic(out, "".join(lines))
+    return len(lines)

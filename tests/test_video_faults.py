@@ -95,3 +95,41 @@ def test_a_phone_video_stored_sideways_comes_back_upright(tmp_path: Path) -> Non
         shown = np.asarray(source.frames_at([0.5])[0].image).astype(float)
     assert shown.shape[:2] == (64, 32)
     assert shown[:28].mean() < 30 and shown[36:].mean() > 225
+
+
+def _bframes(path: Path, seconds: float = 12.0, fps: int = 25, gop_seconds: float = 4.0) -> Path:
+    """A camera-like H.264 stream: 3 B-frames between references (pts and dts differ), each frame coded."""
+    from medscope.video.framecode import draw_frame_code
+
+    gop = str(int(fps * gop_seconds))
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.options = {"preset": "veryfast", "bf": "3", "g": gop, "keyint_min": gop, "sc_threshold": "0"}
+        rng = np.random.default_rng(0)
+        for i in range(int(seconds * fps)):
+            image = np.ascontiguousarray(np.roll(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), i, axis=1))
+            draw_frame_code(image, i)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("container", ["mp4", "mpegts"])
+def test_b_frame_video_is_frame_exact_in_mp4_and_ts(tmp_path: Path, container: str) -> None:
+    """MP4 finds keyframes by presentation time and TS by decode time; with B-frames the two differ, and a seek
+    by the wrong one lands a GOP early or late. Every frame read must be the frame asked for."""
+    import random
+
+    from medscope.video.framecode import read_frame_code
+
+    path = _bframes(tmp_path / "camera.mp4")
+    if container == "mpegts":
+        path = _remux(path, tmp_path / "camera.ts", "mpegts")
+    rng = random.Random(0)
+    with VideoSource(path) as source:
+        for _ in range(25):
+            source.clear_cache()  # every request starts cold, with a seek
+            indices = sorted(rng.sample(range(source.num_frames), 4))
+            for frame in source.frames_at_indices(indices):
+                assert read_frame_code(np.asarray(frame.image)) == frame.index

@@ -102,6 +102,7 @@ class VideoSource:
         self._cache = _FrameCache(cache_bytes)
         self._decoder: Iterator[av.VideoFrame] | None = None
         self._pending: av.VideoFrame | None = None  # a frame decoded but not yet walked past
+        self._seek_by = ("pts", "dts")  # which timestamp this container's seeks land with, first
         self._position = -1  # index of the last frame the open decoder produced; -1: must seek
 
     # ---- metadata -------------------------------------------------------------------------------------------
@@ -129,11 +130,11 @@ class VideoSource:
             raise CorruptVideoError(f"{self.path}: the video stream holds no frames.")
         if not key_pts:
             raise CorruptVideoError(f"{self.path}: no keyframe found; the stream cannot be decoded from any point.")
-        self._pts = np.unique(np.asarray(pts, dtype=np.int64))  # presentation order
-        self._pts_to_index = {int(p): i for i, p in enumerate(self._pts)}
+        # The index is numpy arrays, not Python objects: 8 bytes a frame (a dict took ~200; 71 MB for 3 hours).
+        self._pts = np.unique(np.asarray(pts, dtype=np.int64))  # presentation order; a frame's index is its position
         unique_keys = np.unique(np.asarray(key_pts, dtype=np.int64))
         self._key_indices = np.searchsorted(self._pts, unique_keys)
-        self._seek_stamps = {int(i): key_dts[int(p)] for i, p in zip(self._key_indices, unique_keys, strict=True)}
+        self._key_seek = np.asarray([key_dts[int(p)] for p in unique_keys], dtype=np.int64)
         self.frame_times = (self._pts - self._pts[0]).astype(np.float64) * float(self._time_base)
         rate = self._stream.average_rate or self._stream.guessed_rate
         if rate:
@@ -235,23 +236,33 @@ class VideoSource:
                 raise CorruptVideoError(f"{self.path}: frame {target} ({self.frame_times[target]:.3f}s) is missing.")
 
     def _seek_before(self, target: int, keyframe: int) -> int:
-        """Seek so that decoding starts at or before ``target``; returns the keyframe decoding starts from.
+        """Seek so that decoding starts at or before ``target``; returns the frame decoding starts from.
 
-        Seeking by the keyframe's decode timestamp lands on it in every container tried (MP4, MKV, WebM, MPEG-TS,
-        whose demuxer seeks by DTS and lands one GOP late when given a PTS). Should a demuxer still land past the
-        target, the keyframe before is tried, then the start of the stream."""
+        Demuxers disagree on what a seek timestamp means: MP4 and Matroska find the keyframe by presentation time
+        (and, with B-frames, land a GOP early when given its decode time); MPEG-TS finds it by decode time (and
+        lands a GOP late when given its presentation time). The keyframe is sought by one, then the other; the
+        one that lands is tried first from then on. Should neither land at or before the target, the keyframes
+        before it are tried, then the start of the stream."""
         candidates = [int(k) for k in self._key_indices if k <= keyframe][::-1][:3]
-        for start in [*candidates, -1]:
-            self._seek(start)
+        attempts = [(start, by) for start in candidates for by in self._seek_by] + [(-1, "pts")]
+        for start, by in attempts:
+            self._seek(start, by)
             frame = self._next_frame()
             if self._position <= target:
+                landed = self._position
                 self._pending, self._position = frame, -1  # the walk to the target starts with this frame
-                return max(start, 0)
+                if start == keyframe and by != self._seek_by[0]:
+                    self._seek_by = (by, self._seek_by[0])
+                return landed
         raise CorruptVideoError(f"{self.path}: no seek reaches frame {target} ({self.frame_times[target]:.3f}s).")
 
-    def _seek(self, keyframe: int) -> None:
-        """Position the demuxer at ``keyframe`` (-1: the start of the stream) and open a decoder there."""
-        stamp = self._seek_stamps[keyframe] if keyframe >= 0 else int(self._pts[0])
+    def _seek(self, keyframe: int, by: str) -> None:
+        """Position the demuxer at ``keyframe`` (-1: the start of the stream), sought by its ``pts`` or ``dts``,
+        and open a decoder there."""
+        if keyframe < 0:
+            stamp = int(self._pts[0])
+        else:
+            stamp = self.stamp(keyframe) if by == "pts" else self.seek_stamp(keyframe)
         try:
             self._container.seek(stamp, stream=self._stream, backward=True, any_frame=False)
         except av.error.FFmpegError as exc:
@@ -275,7 +286,7 @@ class VideoSource:
                 self._decoder = None
                 raise CorruptVideoError(f"{self.path}: decoding failed ({exc}).") from exc
         stamp = frame.pts if frame.pts is not None else frame.dts
-        index = self._pts_to_index.get(int(stamp)) if stamp is not None else None
+        index = self._index_of(int(stamp)) if stamp is not None else None
         if index is None:
             self._decoder = None
             raise CorruptVideoError(f"{self.path}: decoded a frame with an unknown timestamp {stamp}.")
@@ -283,8 +294,26 @@ class VideoSource:
         return frame
 
     def clear_cache(self) -> None:
-        """Forget cached frames (benchmarks use it to measure cold access)."""
+        """Forget cached frames and close the open decoder: the next request starts cold, as an episode's first
+        does (benchmarks use it)."""
         self._cache = _FrameCache(self._cache.max_bytes)
+        self._decoder, self._pending, self._position = None, None, -1
+
+    def seek_stamp(self, keyframe: int) -> int:
+        """The decode timestamp of the keyframe at index ``keyframe`` (what MPEG-TS seeks by)."""
+        return int(self._key_seek[int(np.searchsorted(self._key_indices, keyframe))])
+
+    def stamp(self, index: int) -> int:
+        """The presentation timestamp (in the stream's time base) of the frame at ``index``."""
+        return int(self._pts[index])
+
+    def index_bytes(self) -> int:
+        """Memory the packet index holds."""
+        return int(self._pts.nbytes + self._key_indices.nbytes + self._key_seek.nbytes + self.frame_times.nbytes)
+
+    def _index_of(self, stamp: int) -> int | None:
+        i = int(np.searchsorted(self._pts, stamp))
+        return i if i < len(self._pts) and int(self._pts[i]) == stamp else None
 
     # ---- lifetime -------------------------------------------------------------------------------------------
     def close(self) -> None:

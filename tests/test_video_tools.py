@@ -111,3 +111,26 @@ def test_frame_budget(synth_path: Path) -> None:
     refused = tools.crop_video(0, 60)
     assert isinstance(refused, ToolError) and "budget" in refused.message
     assert tools.frames_used == 19
+
+
+def test_the_overview_of_a_video_is_decoded_once_per_process(synth_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    """Every question of an eval opens the video again; its overview comes from the cache, the same images."""
+    import shutil
+
+    copy = Path(shutil.copy(synth_path, tmp_path / "copy.mp4"))
+    with VideoSource(copy) as first:
+        before = VideoTools(first).overview()
+    with VideoSource(copy) as second:
+        def no_decoding(*args: object, **kwargs: object) -> object:
+            raise AssertionError("decoded again")
+
+        monkeypatch.setattr(second, "frames_at_indices", no_decoding)
+        again = VideoTools(second).overview()
+    assert again.timestamps == before.timestamps
+    assert all(a.image is b.image for a, b in zip(again.frames, before.frames, strict=True))
+    copy.write_bytes(copy.read_bytes())  # a rewritten file (new mtime) is decoded afresh
+    with VideoSource(copy) as third:
+        monkeypatch.setattr(third, "frames_at_indices", no_decoding)
+        with pytest.raises(AssertionError, match="decoded again"):
+            VideoTools(third).overview()

@@ -105,3 +105,22 @@ def test_the_gpu_check_script_runs_its_steps_on_the_cpu(tmp_path: Path) -> None:
     rows = json.loads((tmp_path / "gpu_check.json").read_text())["rows"]
     assert [r["step"] for r in rows] == ["episode (hf backend)", "SFT step (stage 2)", "GA-GRPO step"]
     assert all(r["seconds"] > 0 for r in rows) and "loss" in rows[1]["detail"]
+
+
+def test_eval_runs_the_built_in_model_with_explicit_device_dtype_and_threads(synth_video: SynthClinVideo,
+                                                                             tmp_path: Path) -> None:
+    from medscope.eval.runner import EvalConfig, evaluate
+    from medscope.suite.records import Sample, write_jsonl
+
+    event = synth_video.annotation["events"][0]
+    window = [event["start"], event["end"]]
+    write_jsonl(tmp_path / "s.jsonl", [Sample(
+        id="e/1", video=str(synth_video.video_path), duration=120.0, question="When does bleeding happen?",
+        answer=f"[{window[0]:.2f}, {window[1]:.2f}]", task="grounding", evidence=[window], source="synthclin")])
+    options = BackendOptions(device="cpu", dtype="float32", threads=1)
+    runs = evaluate(EvalConfig(samples=str(tmp_path / "s.jsonl"), out=str(tmp_path / "eval"), backend="hf",
+                               baseline="none", options=options))
+    [result] = runs["agent"]
+    assert result["episode"]["backend"]["backend"] == "hf" and result["episode"]["turns"]
+    manifest = (tmp_path / "eval" / "manifest.json").read_text()
+    assert '"device": "cpu"' in manifest and '"dtype": "float32"' in manifest

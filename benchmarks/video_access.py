@@ -14,7 +14,8 @@ interleaved, target by target in rotating order, so drift in the machine's load 
 - ``medscope, no snapping``: exactly the frames every other variant fetches;
 - ``decord``: ``VideoReader.get_batch`` of the same frame indices (when decord is installed);
 - ``OpenCV``: ``CAP_PROP_POS_FRAMES`` then ``read`` per frame (when opencv-python-headless is installed);
-- ``floor``: per frame, seek to its keyframe and decode up to it, nothing more (PyAV, no colour conversion);
+- ``floor``: the least decoding that reaches the frames: one seek per GOP that holds any, decode up to the
+  last one wanted there, nothing more (PyAV, no colour conversion, no resizing);
 - ``naive``: decode sequentially from the start to t, at targets in the first minutes and around the time
   where it stops being cheaper (the break-even time it reports).
 
@@ -142,14 +143,18 @@ class Variants:
         return codes
 
     def floor(self, indices: list[int]) -> None:
-        """Per frame: seek to its keyframe and decode up to it (no colour conversion, no resizing)."""
+        """The least decoding that reaches these frames: one seek per GOP that holds any, then decode up to the last
+        one wanted there (no colour conversion, no resizing)."""
+        by_gop: dict[int, int] = {}
+        for index in indices:
+            key = self.source.keyframe_at_or_before(index)
+            by_gop[key] = max(by_gop.get(key, key), index)
         with av.open(str(self.path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "SLICE"
-            for index in indices:
-                key = self.source.keyframe_at_or_before(index)
+            for key, last in sorted(by_gop.items()):
                 container.seek(self.source.stamp(key), stream=stream, backward=True, any_frame=False)  # MP4: by PTS
-                wanted = self.source.stamp(index)
+                wanted = self.source.stamp(last)
                 for frame in container.decode(stream):
                     if frame.pts is not None and frame.pts >= wanted:
                         break

@@ -36,7 +36,8 @@ def _raises(source: str, path: Path, *fragments: str, skipped: bool = True, **op
             load_annotations(source, path, ctx)
         return message
     load_annotations(source, path, ctx)
-    assert [n.detail for n in ctx.notes] == [message], "the lenient load notes exactly the fault strict raised"
+    # the same fault, worded for what was done with it ("clamped to it" where strict says "expected end <= ...")
+    assert len(ctx.notes) == 1 and ctx.notes[0].detail.startswith(message.rsplit("; ", 1)[0])
     assert ctx.notes[0].reason and ctx.notes[0].where in message and ctx.notes[0].action in ("skipped", "clamped")
     return message
 

@@ -196,8 +196,9 @@ def build(config: BuildConfig) -> dict[str, dict[str, int]]:
             ctx.records = 0
     generated, summaries = _generate(annotations, ctx, config)
     if not generated:
-        raise AdapterError(f"no samples from {annotations_path}: {ctx.records} records read; "
-                           f"{_describe(ctx.counts()['skipped']) or 'no question could be generated from them'}")
+        first = next((f" (the first: {n.detail})" for n in ctx.notes if n.action == "skipped"), "")
+        why = _describe(ctx.counts()["skipped"]) or "no question could be generated from them"
+        raise AdapterError(f"no samples from {annotations_path}: {ctx.records} records read; {why}{first}")
     if config.rewrite:
         generated = rewrite_questions(generated, backend_from_spec(config.rewrite))
     kept, drops = _filter(generated, summaries, config)

@@ -181,8 +181,9 @@ class LoadContext:
         if length is not None and length < end <= length + ROUNDING_S:
             end = length  # float noise (ActivityNet stores 156.32999999999998), not a fault worth a note
         if length is not None and end > length:
-            problem = (f"window [{start:g}, {end:g}] ends {end - length:.3g} s after the video's end ({length:g} s); "
-                       "clamped to it")
+            overrun = f"window [{start:g}, {end:g}] ends {end - length:.3g} s after the video's end ({length:g} s)"
+            problem = (f"{overrun}; expected end <= duration (without --strict it is clamped)" if self.strict
+                       else f"{overrun}; clamped to it")
             error = where.error(problem, "window overruns the video")
             if self.strict:
                 raise error

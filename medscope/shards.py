@@ -5,9 +5,9 @@ items that two shards both did.
 One shard per GPU server or SLURM array task::
 
     medscope eval --samples suite/samples.jsonl --backend openai ... --shard 2/4 --out runs/eval/shard2
-    medscope eval merge --out runs/eval runs/eval/shard1 runs/eval/shard2 runs/eval/shard3 runs/eval/shard4
+    medscope merge eval --out runs/eval runs/eval/shard1 runs/eval/shard2 runs/eval/shard3 runs/eval/shard4
     medscope suite build --source activitynet ... --shard 2/4 --out runs/suite/shard2
-    medscope suite merge --out runs/suite runs/suite/shard*
+    medscope merge suite --out runs/suite runs/suite/shard*
 
 An eval shard sets its uniform baseline at its own agent's mean frames (shards of one suite agree closely); a
 suite shard builds its filters' priors from its own samples.

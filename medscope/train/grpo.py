@@ -1,6 +1,6 @@
-"""Stage 3, GA-GRPO (DESIGN.md section 6): TRL's ``GRPOTrainer`` rolls the policy out through the real video
-tools (``VideoToolEnv``), scores each trajectory with the pure rewards of ``medscope.train.rewards``, and rescales
-its advantages with the evidence-weighted modulation.
+"""Stage 3, GA-GRPO (README, "Training"): TRL's ``GRPOTrainer`` rolls the policy out through the real video tools
+(``VideoToolEnv``), scores each trajectory with the pure rewards of ``medscope.train.rewards`` (where their rules
+are written out), and rescales its advantages with the evidence-weighted modulation.
 
 - ``turns_from_messages`` turns a TRL completion (assistant / tool messages) back into protocol turn texts, so the
   rewards score exactly what they score at evaluation;

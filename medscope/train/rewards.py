@@ -1,4 +1,4 @@
-"""GA-GRPO rewards and advantages as pure functions (DESIGN.md section 6; no training framework here).
+"""GA-GRPO rewards and advantages as pure functions (the rules below; no training framework here).
 
 A rollout is the list of assistant turns a policy wrote in one episode (protocol text). Each reward is a
 function ``(turns, sample, config) -> float``:

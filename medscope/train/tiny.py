@@ -39,7 +39,7 @@ Arch = Literal["qwen3_vl", "qwen2_5_vl"]
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
-# The agent's protocol tags (DESIGN section 4). Added tokens so that each is one token the model can learn to
+# The agent's protocol tags (medscope.agent.protocol). Added tokens so that each is one token the model can learn to
 # emit and the stop strings match whole tokens. Not "special": decoding with skip_special_tokens keeps them.
 PROTOCOL_TOKENS: tuple[str, ...] = (
     "<think>",
@@ -214,7 +214,7 @@ def build_processor(
     max_pixels: int = 256 * 256,
 ) -> ProcessorMixin:
     """The matching ``Qwen3VLProcessor`` / ``Qwen2_5_VLProcessor`` with a PIL image processor (no torchvision
-    needed, DESIGN section 9) and no video processor (see ``medscope.agent.backends.processors``)."""
+    needed) and no video processor (see ``medscope.agent.backends.processors``)."""
     _check_arch(arch)
     patch = patch_size or PATCH_SIZE[arch]
     # Qwen3-VL normalises with mean=std=0.5; Qwen2.5-VL with the CLIP statistics (the class default).

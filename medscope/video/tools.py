@@ -26,7 +26,7 @@ from medscope.video.source import Frame, VideoSource
 
 @dataclass(frozen=True)
 class ToolConfig:
-    """Frame counts, pixel caps and the frame budget of an episode (defaults from DESIGN.md section 3)."""
+    """Frame counts, pixel caps and the frame budget of an episode (the defaults README's "The video tools" gives)."""
 
     overview_frames: int = field(default=16, metadata={"help": "frames in the coarse overview"})
     overview_max_pixels: int = field(default=224 * 224, metadata={"help": "pixel cap per overview frame"})

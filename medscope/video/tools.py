@@ -14,12 +14,11 @@ Rendering observations into chat messages is the protocol's job (``medscope.agen
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from medscope.cache import LRU
 from medscope.video.errors import CorruptVideoError
 from medscope.video.source import Frame, VideoSource
 
@@ -121,7 +120,7 @@ class VideoTools:
         """K frames spread over the whole video (bin centres, or the keyframe nearest each centre). The same video
         asked again (another question of an eval, another rollout) gets them from a process-wide cache."""
         indices = self._sample(0.0, self.source.duration_seconds, self.config.overview_frames)
-        key = _OVERVIEWS.key(self.source, indices, self.config.overview_max_pixels)
+        key = _overview_key(self.source, indices, self.config.overview_max_pixels)
         cached = _OVERVIEWS.get(key)
         frames, notes = cached if cached is not None else self._decode(indices, self.config.overview_max_pixels)
         if cached is None and frames:
@@ -256,36 +255,14 @@ class VideoTools:
             return frames, notes
 
 
-class _OverviewCache:
-    """Overview frames by (file, its size and mtime, frame indices, pixel cap), least recently used first out.
-    The images are shared, never modified: a backend that caches per image (the OpenAI backend's encodings)
-    hits too."""
-
-    def __init__(self, entries: int = 32) -> None:
-        self.entries = entries
-        self._items: OrderedDict[tuple[Any, ...], tuple[list[Frame], list[str]]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key(source: VideoSource, indices: list[int], max_pixels: int) -> tuple[Any, ...]:
-        stat = source.path.stat()
-        return (str(source.path.resolve()), stat.st_size, stat.st_mtime_ns, tuple(indices), max_pixels)
-
-    def get(self, key: tuple[Any, ...]) -> tuple[list[Frame], list[str]] | None:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-            return hit
-
-    def put(self, key: tuple[Any, ...], value: tuple[list[Frame], list[str]]) -> None:
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self.entries:
-                self._items.popitem(last=False)
+# Overview frames by (file, its size and mtime, frame indices, pixel cap). The images are shared, never modified:
+# a backend that caches per image (the OpenAI backend's encodings) hits too.
+_OVERVIEWS: LRU[tuple[Any, ...], tuple[list[Frame], list[str]]] = LRU(32)
 
 
-_OVERVIEWS = _OverviewCache()
+def _overview_key(source: VideoSource, indices: list[int], max_pixels: int) -> tuple[Any, ...]:
+    stat = source.path.stat()
+    return (str(source.path.resolve()), stat.st_size, stat.st_mtime_ns, tuple(indices), max_pixels)
 
 
 def finite_seconds(value: object) -> float | None:

@@ -24,9 +24,7 @@ import base64
 import io
 import math
 import os
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +38,7 @@ from medscope.agent.backends.base import (
     tool_messages_as_user,
     truncate_at_stop,
 )
+from medscope.cache import LRU
 from medscope.video.tools import TOOL_SPECS
 
 PLACEHOLDER_API_KEY = "EMPTY"  # what vLLM and most local servers accept when they run without --api-key
@@ -96,23 +95,15 @@ class _Encoded:
     """Data URLs of the images of the running episodes, by object: each turn re-sends the whole conversation,
     and its frames are the same objects turn after turn. Holding the image keeps its id from being reused."""
 
-    def __init__(self, size: int = 512) -> None:
-        self.size = size
-        self._urls: OrderedDict[int, tuple[Image.Image, str]] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, entries: int = 512) -> None:
+        self._urls: LRU[int, tuple[Image.Image, str]] = LRU(entries)
 
     def get(self, image: Image.Image, quality: int, factor: int | None) -> str:
-        key = id(image)
-        with self._lock:
-            hit = self._urls.get(key)
-            if hit is not None and hit[0] is image:
-                self._urls.move_to_end(key)
-                return hit[1]
-        url = encode_image(image, quality, factor=factor)  # outside the lock: workers encode in parallel
-        with self._lock:
-            self._urls[key] = (image, url)
-            while len(self._urls) > self.size:
-                self._urls.popitem(last=False)
+        hit = self._urls.get(id(image))
+        if hit is not None and hit[0] is image:
+            return hit[1]
+        url = encode_image(image, quality, factor=factor)  # outside any lock: workers encode in parallel
+        self._urls.put(id(image), (image, url))
         return url
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from medscope.agent.backends.base import Backend, text_part
 from medscope.agent.protocol import FinalAnswer, parse_turn, render_windows
+from medscope.eval.metrics import merge
 from medscope.suite.records import Sample, Segment, VideoAnnotation
 
 TEMPLATES = {
@@ -90,14 +91,8 @@ def _context(annotation: VideoAnnotation, seg: Segment) -> dict[str, object] | N
 def _windows(segs: Sequence[Segment]) -> list[list[float]]:
     """Every window of the segments, sorted, merged where they touch (the union is what the answer covers), in
     hundredths of a second: the precision answers are written in, so a reference answer is its evidence exactly."""
-    spans = sorted((round(s, 2), round(e, 2)) for seg in segs for s, e in (seg.windows or ((seg.start, seg.end),)))
-    merged: list[list[float]] = []
-    for start, end in spans:
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return merged
+    spans = [(round(s, 2), round(e, 2)) for seg in segs for s, e in (seg.windows or ((seg.start, seg.end),))]
+    return [[start, end] for start, end in merge(spans)]
 
 
 def _source_id(segs: Sequence[Segment], annotation: VideoAnnotation) -> str:
@@ -122,23 +117,22 @@ def _grounding(annotation: VideoAnnotation) -> Iterator[tuple[str, str, list[Seg
         if seg.kind == "question":
             ask("ground_question", TEMPLATES["ground_question"].format(text=seg.text.strip()), seg, seg.text)
         elif seg.kind == "event" and seg.label:  # a label that recurs gives one question with every window
-            name = str(seg.meta.get("name") or _human(seg.label))
-            ask("ground_label", TEMPLATES["ground_label"].format(label=name), seg, name)
+            ask("ground_label", TEMPLATES["ground_label"].format(label=_name(seg)), seg, _name(seg))
         elif seg.kind == "instrument" and not seg.meta.get("side") and seg.label:
-            name = str(seg.meta.get("name") or _human(seg.label))
-            ask("ground_instrument", TEMPLATES["ground_instrument"].format(label=name), seg, name)
+            ask("ground_instrument", TEMPLATES["ground_instrument"].format(label=_name(seg)), seg, _name(seg))
         elif seg.kind != "instrument":
             text = seg.text.strip().rstrip(".")
             ask("ground_text", TEMPLATES["ground_text"].format(text=text), seg, text)
     for seg in annotation.segments:
         if seg.kind == "phase" and seg.label:
-            name = _phase_name(seg)
+            name = _name(seg)
             ask("ground_phase", TEMPLATES["ground_phase"].format(phase=_phase_phrase(name)), seg, name)
     for (template, _), (question, segs, query) in asked.items():
         yield template, question, segs, query
 
 
-def _phase_name(seg: Segment) -> str:
+def _name(seg: Segment) -> str:
+    """A labelled segment's readable name: the adapter's ``meta["name"]``, else its label made readable."""
     return str(seg.meta.get("name") or _human(seg.label or seg.text))
 
 
@@ -153,11 +147,11 @@ def _phases(annotation: VideoAnnotation) -> Iterator[tuple[str, str, str, Segmen
     for seg in phases:
         middle = round((seg.start + seg.end) / 2, 1)
         question = TEMPLATES["phase_at"].format(time=middle)
-        yield "phase_at", question, _phase_name(seg), seg, f"phase at {middle}"
+        yield "phase_at", question, _name(seg), seg, f"phase at {middle}"
     for prev, nxt in itertools.pairwise(phases):
         if sum(p.label == prev.label for p in phases) == 1 and nxt.label != prev.label:
-            question = TEMPLATES["phase_next"].format(phase=_phase_phrase(_phase_name(prev)))
-            yield "phase_next", question, _phase_name(nxt), nxt, f"after {_phase_name(prev)}"
+            question = TEMPLATES["phase_next"].format(phase=_phase_phrase(_name(prev)))
+            yield "phase_next", question, _name(nxt), nxt, f"after {_name(prev)}"
 
 
 def _phase_lengths(annotation: VideoAnnotation, config: QAConfig,
@@ -176,7 +170,7 @@ def _phase_lengths(annotation: VideoAnnotation, config: QAConfig,
             continue
         options = [*rng.sample(others, config.mcq_options - 1), truth]
         rng.shuffle(options)
-        question = TEMPLATES["phase_length"].format(phase=_phase_phrase(_phase_name(segs[0])))
+        question = TEMPLATES["phase_length"].format(phase=_phase_phrase(_name(segs[0])))
         yield question, options, options.index(truth), segs
 
 

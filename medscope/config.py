@@ -115,3 +115,17 @@ def run_config_defaults(path: str | Path, cls: type[Any]) -> dict[str, Any]:
         raise ValueError(f"--config {path}: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a flag "
                          f"here; the flags are: {', '.join(sorted(known))}")
     return flat
+
+
+def differences(old: dict[str, Any], new: dict[str, Any], *, ignore: frozenset[str] = frozenset(),
+                prefix: str = "") -> list[str]:
+    """What two recorded configs (manifests, build records) disagree on, as ``path: old then, new now`` lines;
+    top-level keys in ``ignore`` are not compared (what may differ: a shard's number, the code's version)."""
+    out = []
+    for key in sorted((set(old) | set(new)) - ignore):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, prefix=f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} then, {b!r} now")
+    return out

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from medscope.config import differences
 from medscope.io import write_text_atomic
 
 T = TypeVar("T")
@@ -52,8 +53,10 @@ def _shard_of(folder: Path, manifest: dict[str, Any]) -> tuple[int, int]:
     return shard
 
 
-def check_shards(folders: Sequence[Path], manifests: Sequence[dict[str, Any]]) -> int:
-    """All shards of one run, each once, none missing; returns N."""
+def check_shards(folders: Sequence[Path], manifests: Sequence[dict[str, Any]], *,
+                 may_differ: frozenset[str] = frozenset()) -> int:
+    """All shards of one run, each once, none missing; they may differ only in their shard, the code's recorded
+    version and ``may_differ`` (e.g. their output folders). Returns N."""
     shards = [_shard_of(f, m) for f, m in zip(folders, manifests, strict=True)]
     counts = {n for _, n in shards}
     if len(counts) != 1:
@@ -64,12 +67,11 @@ def check_shards(folders: Sequence[Path], manifests: Sequence[dict[str, Any]]) -
         missing = sorted(set(range(1, n + 1)) - set(ks))
         twice = sorted({k for k in ks if ks.count(k) > 1})
         raise ValueError(f"need shards 1..{n} once each: missing {missing}, given twice {twice}")
-    strip = [{k: v for k, v in m.items() if k not in ("shard", "recorded")} for m in manifests]
-    for folder, other in zip(folders[1:], strip[1:], strict=True):
-        if other != strip[0]:
-            diff = sorted(k for k in set(other) | set(strip[0]) if other.get(k) != strip[0].get(k))
-            raise ValueError(f"{folder} is a shard of another run than {folders[0]} (they differ in "
-                             f"{', '.join(diff)})")
+    ignore = frozenset({"shard", "recorded"}) | may_differ
+    for folder, other in zip(folders[1:], manifests[1:], strict=True):
+        diff = differences(manifests[0], other, ignore=ignore)
+        if diff:
+            raise ValueError(f"{folder} is a shard of another run than {folders[0]}: {'; '.join(diff)}")
     return n
 
 

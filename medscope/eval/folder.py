@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from medscope.agent.backends.base import redact_url
+from medscope.config import differences
 from medscope.io import write_text_atomic
 from medscope.suite.records import Sample
 
@@ -95,18 +96,6 @@ def _commit() -> str | None:
     return head + ("+" if dirty else "")
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = sorted((set(old) | set(new)) - {"recorded"})
-    out = []
-    for key in keys:
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} then, {b!r} now")
-    return out
-
-
 @contextmanager
 def claim(out: Path, wanted: dict[str, Any], *, new: bool = False) -> Iterator[Path]:
     """Hold ``out`` for one run: the lock, then the manifest checked (or written). Yields ``out``."""
@@ -150,7 +139,7 @@ def _check_manifest(out: Path, wanted: dict[str, Any], *, new: bool) -> None:
         except (ValueError, OSError) as exc:
             raise EvalFolderError(f"{path}: unreadable ({exc}); pass --new to start over (the old files are "
                                   "moved aside) or choose another --out") from exc
-        diff = _differences(old, wanted)
+        diff = differences(old, wanted, ignore=frozenset({"recorded"}))
         if diff:
             raise EvalFolderError(f"{out} holds results of another setup, which would merge with this one: "
                                   f"{'; '.join(diff)}. Pass --new to start over here (the old files are moved "

@@ -230,7 +230,7 @@ def merge(out: str | Path, shards: Sequence[str | Path]) -> dict[str, dict[str, 
         if not (folder / "build.json").exists():
             raise ValueError(f"{folder}: no build.json; give the --out folders of `medscope suite build --shard K/N`")
         builds.append(json.loads((folder / "build.json").read_text(encoding="utf-8")))
-    check_shards(folders, [b | {"out": None} for b in builds])
+    check_shards(folders, builds, may_differ=frozenset({"out"}))
     out = Path(out)
     samples = [s for f in folders for s in read_jsonl(f / "samples.jsonl")]
     trajectories = [t for f in folders if (f / "trajectories.jsonl").exists()
@@ -257,12 +257,11 @@ def merge(out: str | Path, shards: Sequence[str | Path]) -> dict[str, dict[str, 
             for reason, n in funnel["records"][action].items():
                 counts[reason] = counts.get(reason, 0) + n
         records[action] = dict(sorted(counts.items()))
-    config = BuildConfig(**{k: v for k, v in builds[0].items() if k not in ("qa", "load")} | {
-        "out": str(out), "shard": None, "qa": QAConfig(**builds[0]["qa"] | {"tasks": tuple(builds[0]["qa"]["tasks"])}),
-        "load": LoadOptions(**builds[0]["load"]), "filters": tuple(builds[0]["filters"])})
+    build = builds[0] | {"out": str(out), "shard": None}
+    card = BuildConfig(source=build["source"], annotations=build["annotations"], judge=build["judge"], out=str(out))
     write_text_atomic(out / "funnel.json", json.dumps({"records": records, "samples": table}, indent=2))
-    write_text_atomic(out / "build.json", json.dumps(dataclasses.asdict(config), indent=2))
-    write_text_atomic(out / "README.md", dataset_card(config, samples, trajectories, table, records))
+    write_text_atomic(out / "build.json", json.dumps(build, indent=2))
+    write_text_atomic(out / "README.md", dataset_card(card, samples, trajectories, table, records))
     return table
 
 

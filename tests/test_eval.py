@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from medscope.eval import metrics
-from medscope.eval.runner import EvalConfig, evaluate, read_results, run_samples
+from medscope.eval.folder import read_lines
+from medscope.eval.runner import EvalConfig, evaluate, run_samples
 from medscope.eval.tables import clustered_se, markdown, summarize, write_tables
 from medscope.suite.build import BuildConfig, build
 from medscope.suite.records import read_jsonl
@@ -132,7 +133,7 @@ def test_killed_run_resumes_with_every_id_once(samples_path: Path, tmp_path: Pat
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
-    partial = read_results(results)
+    partial = read_lines(results)
     samples = list(read_jsonl(samples_path))
     assert 3 <= len(partial) < len(samples)
     with results.open("a") as handle:  # as if the kill had torn a line mid-write

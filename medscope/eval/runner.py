@@ -101,10 +101,6 @@ def finished_ids(path: Path) -> set[str]:
     return {record["id"] for record in read_lines(path)}
 
 
-def read_results(path: str | Path) -> list[dict[str, Any]]:
-    return read_lines(path)
-
-
 BackendFactory = Callable[[Sample], Backend]
 
 
@@ -243,14 +239,24 @@ def _evaluate(config: EvalConfig, samples: list[Sample], out: Path) -> dict[str,
             budget = max(1, math.ceil(baseline_budget(agent) * multiple))
             # N uniform frames and nothing else: the overview spends the budget, so the first turn must answer.
             tools = replace(config.agent.tools, overview_frames=budget, max_frames=budget)
-            name, file = ("baseline", "baseline.jsonl") if multiple == 1 else (
-                f"baseline x{multiple:g}", f"baseline_x{multiple:g}.jsonl")
-            results[name] = run_samples(samples, _factory(config, policy), out / file,
+            file = baseline_file(multiple)
+            results[baseline_run(file)] = run_samples(samples, _factory(config, policy), out / file,
                                         replace(config.agent, tools=tools), run=f"uniform@{budget}", workers=workers,
                                         judge=judge, on_error=config.on_error)
     elif config.baseline not in (None, "none"):
         raise ValueError(f"--baseline {config.baseline!r}: use uniform or none")
     return results
+
+
+def baseline_file(multiple: float) -> str:
+    """``baseline.jsonl`` for the agent's own frame budget, ``baseline_x2.jsonl`` for twice it, ..."""
+    return "baseline.jsonl" if multiple == 1 else f"baseline_x{multiple:g}.jsonl"
+
+
+def baseline_run(file: str) -> str:
+    """The run a baseline file holds, as tables name it: ``baseline``, ``baseline x2``, ..."""
+    multiple = file.removeprefix("baseline").removeprefix("_x").removesuffix(".jsonl")
+    return f"baseline x{multiple}" if multiple else "baseline"
 
 
 def merge(out: str | Path, shards: Sequence[str | Path]) -> dict[str, list[dict[str, Any]]]:
@@ -269,8 +275,5 @@ def merge(out: str | Path, shards: Sequence[str | Path]) -> dict[str, list[dict[
             concat_jsonl([f / name for f in folders], target / name)
         concat_jsonl([f / "failures.jsonl" for f in folders], target / "failures.jsonl", key=None)
         runs = {"agent": read_lines(target / "results.jsonl")}
-        for name in names:
-            if name.startswith("baseline"):
-                multiple = name.removeprefix("baseline").removeprefix("_x").removesuffix(".jsonl")
-                runs["baseline" if not multiple else f"baseline x{multiple}"] = read_lines(target / name)
+        runs |= {baseline_run(name): read_lines(target / name) for name in names if name.startswith("baseline")}
         return runs

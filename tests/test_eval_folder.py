@@ -8,12 +8,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from chat_server import ChatServer
 
 from medscope.agent.backends.base import redact_url
 from medscope.eval.folder import EvalFolderError
@@ -42,51 +41,28 @@ def _config(samples: Path, out: Path, **changes: object) -> EvalConfig:
                                **changes)
 
 
-class SlowServer:
-    """An OpenAI-compatible chat endpoint on loopback that answers every request after ``delay`` seconds."""
-
-    def __init__(self, delay: float) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                time.sleep(delay)
-                message = {"role": "assistant", "content": "<think>seen</think><answer>[1, 4]</answer>"}
-                data = json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": "m",
-                                   "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
-
-
 def test_two_concurrent_evals_into_one_folder_the_second_fails_at_once(suite: Path, tmp_path: Path) -> None:
-    server = SlowServer(delay=1.0)
+    def slowly(body: object) -> str:  # the first eval is still answering when the second one starts
+        time.sleep(1.0)
+        return "<think>seen</think><answer>[1, 4]</answer>"
+
     out = tmp_path / "eval"
-    command = [sys.executable, "-m", "medscope.cli", "eval", "--samples", str(suite), "--out", str(out),
-               "--backend", "openai", "--model", "m", "--base-url", server.url, "--baseline", "none"]
     env = {**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while not (out / "manifest.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        start = time.monotonic()
-        second = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
-        assert second.returncode == 2 and f"another medscope eval (pid {first.pid})" in second.stderr
-        assert time.monotonic() - start < 20 and "Traceback" not in second.stderr
-        assert first.wait(timeout=120) == 0, first.stderr.read() if first.stderr else ""
-    finally:
-        first.kill()
-        server.httpd.shutdown()
+    with ChatServer(slowly) as server:
+        command = [sys.executable, "-m", "medscope.cli", "eval", "--samples", str(suite), "--out", str(out),
+                   "--backend", "openai", "--model", "m", "--base-url", server.url, "--baseline", "none"]
+        first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            deadline = time.monotonic() + 60
+            while not (out / "manifest.json").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            start = time.monotonic()
+            second = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+            assert second.returncode == 2 and f"another medscope eval (pid {first.pid})" in second.stderr
+            assert time.monotonic() - start < 20 and "Traceback" not in second.stderr
+            assert first.wait(timeout=120) == 0, first.stderr.read() if first.stderr else ""
+        finally:
+            first.kill()
     lines = (out / "results.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["id"] for line in lines) == [f"t/v/grounding/{k}" for k in range(3)]
 

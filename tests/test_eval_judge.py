@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytest.importorskip("openai")
+
+from chat_server import ChatServer as JudgeServer
 
 from medscope.agent.backends.openai import OpenAIBackend
 from medscope.eval.judge import (
@@ -33,7 +33,6 @@ REFERENCE = "The surgeon clips the cystic duct with a clip applier."
 PREDICTION = "A clip applier is used to clip the cystic duct."
 CANNED = {"ci": 5, "do": 3, "cu": 4, "tu": 2}
 
-Responder = Callable[[dict[str, Any]], str]
 
 
 def _dimension(body: dict[str, Any]) -> str:
@@ -47,60 +46,9 @@ def canned_scores(body: dict[str, Any]) -> str:
     return json.dumps({"score": CANNED[_dimension(body)]})
 
 
-class JudgeServer:
-    """``POST /v1/chat/completions`` answering with ``script`` replies first, then ``respond(body)``."""
-
-    def __init__(self, respond: Responder = canned_scores) -> None:
-        self.respond = respond
-        self.script: list[str] = []
-        self.requests: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                with server.lock:
-                    server.requests.append(body)
-                    content = server.script.pop(0) if server.script else None
-                if content is None:
-                    content = server.respond(body)
-                payload = {
-                    "id": "chatcmpl-judge",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": body.get("model"),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                }
-                data = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self) -> JudgeServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def server() -> Iterator[JudgeServer]:
-    with JudgeServer() as srv:
+    with JudgeServer(canned_scores) as srv:
         yield srv
 
 

@@ -20,6 +20,12 @@ from medscope.models import builtin_model_path
 from medscope.video.synthclin import SynthClinVideo
 
 
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hub ids are looked up in the local cache only: nothing here may download (nor can it, in CI)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
 def test_device_and_dtype_resolution() -> None:
     if not torch.cuda.is_available():
         assert resolve_device("auto") in ("cpu", "mps")
@@ -75,7 +81,6 @@ def test_a_hub_id_runs_from_the_local_cache_offline(synth_video: SynthClinVideo,
 
 def test_a_missing_local_folder_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (tmp_path / "runs").mkdir()
     with pytest.raises(BackendError, match=r"'runs/grpo': it is not a local folder \(there is no folder runs/grpo"):
         HFBackend.from_pretrained("runs/grpo", device="cpu")

@@ -46,33 +46,40 @@ def take(items: Sequence[T], shard: tuple[int, int] | None) -> list[T]:
     return [item for i, item in enumerate(items) if i % n == k - 1]
 
 
-def _shard_of(folder: Path, manifest: dict[str, Any]) -> tuple[int, int]:
-    shard = parse_shard(manifest.get("shard"))
+def _shard_of(folder: Path, record: dict[str, Any]) -> tuple[int, int]:
+    shard = parse_shard(record.get("shard"))
     if shard is None:
-        raise ValueError(f"{folder}: its manifest names no shard; merge takes the folders of `--shard K/N` runs")
+        raise ValueError(f"{folder}: its run record names no shard; merge takes the folders of `--shard K/N` runs")
     return shard
 
 
-def check_shards(folders: Sequence[Path], manifests: Sequence[dict[str, Any]], *,
-                 may_differ: frozenset[str] = frozenset()) -> int:
-    """All shards of one run, each once, none missing; they may differ only in their shard, the code's recorded
-    version and ``may_differ`` (e.g. their output folders). Returns N."""
-    shards = [_shard_of(f, m) for f, m in zip(folders, manifests, strict=True)]
-    counts = {n for _, n in shards}
+def read_shards(shards: Sequence[str | Path], record: str, command: str, *,
+                may_differ: frozenset[str] = frozenset()) -> tuple[list[Path], list[dict[str, Any]]]:
+    """The shards' folders and the run record each holds (``record``: ``manifest.json``, ``build.json``), checked
+    to be all shards of one run, each once, none missing. They may differ only in their shard, the code's
+    recorded version and ``may_differ`` (e.g. their output folders)."""
+    folders = [Path(f) for f in shards]
+    records = []
+    for folder in folders:
+        if not (folder / record).exists():
+            raise ValueError(f"{folder}: no {record}; give the --out folders of `{command} --shard K/N`")
+        records.append(json.loads((folder / record).read_text(encoding="utf-8")))
+    numbers = [_shard_of(f, r) for f, r in zip(folders, records, strict=True)]
+    counts = {n for _, n in numbers}
     if len(counts) != 1:
-        raise ValueError(f"shards of different splits: {sorted(f'{k}/{n}' for k, n in shards)}")
+        raise ValueError(f"shards of different splits: {sorted(f'{k}/{n}' for k, n in numbers)}")
     n = counts.pop()
-    ks = sorted(k for k, _ in shards)
+    ks = sorted(k for k, _ in numbers)
     if ks != list(range(1, n + 1)):
         missing = sorted(set(range(1, n + 1)) - set(ks))
         twice = sorted({k for k in ks if ks.count(k) > 1})
         raise ValueError(f"need shards 1..{n} once each: missing {missing}, given twice {twice}")
     ignore = frozenset({"shard", "recorded"}) | may_differ
-    for folder, other in zip(folders[1:], manifests[1:], strict=True):
-        diff = differences(manifests[0], other, ignore=ignore)
+    for folder, other in zip(folders[1:], records[1:], strict=True):
+        diff = differences(records[0], other, ignore=ignore)
         if diff:
             raise ValueError(f"{folder} is a shard of another run than {folders[0]}: {'; '.join(diff)}")
-    return n
+    return folders, records
 
 
 def concat_jsonl(files: Sequence[Path], out: Path, *, key: str | None = "id") -> int:

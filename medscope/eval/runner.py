@@ -12,7 +12,6 @@ backend (scripted policies get the scripted ``uniform`` policy).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -33,7 +32,7 @@ from medscope.eval.folder import claim, manifest, read_lines, repair_tail
 from medscope.eval.judge import DIMENSIONS, Judge, JudgeError
 from medscope.eval.metrics import answer_iou, answer_score, set_iou
 from medscope.io import json_line
-from medscope.shards import check_shards, concat_jsonl, parse_shard, take
+from medscope.shards import concat_jsonl, parse_shard, read_shards, take
 from medscope.suite.records import Sample, read_jsonl
 from medscope.suite.trajectories import reference_for
 from medscope.video.errors import VideoError
@@ -261,13 +260,7 @@ def baseline_run(file: str) -> str:
 
 def merge(out: str | Path, shards: Sequence[str | Path]) -> dict[str, list[dict[str, Any]]]:
     """The results of ``--shard K/N`` runs as one eval folder (results, baselines, failures; then tables)."""
-    folders = [Path(f) for f in shards]
-    manifests = []
-    for folder in folders:
-        if not (folder / "manifest.json").exists():
-            raise ValueError(f"{folder}: no manifest.json; give the --out folders of `medscope eval --shard K/N`")
-        manifests.append(json.loads((folder / "manifest.json").read_text(encoding="utf-8")))
-    check_shards(folders, manifests)
+    folders, manifests = read_shards(shards, "manifest.json", "medscope eval")
     merged = {k: v for k, v in manifests[0].items() if k != "shard"} | {"shard": None}
     names = sorted({p.name for f in folders for p in f.glob("baseline*.jsonl")} | {"results.jsonl"})
     with claim(Path(out), merged) as target:

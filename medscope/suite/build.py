@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from medscope.agent.backends import backend_from_spec
 from medscope.io import json_line, write_text_atomic
-from medscope.shards import check_shards, concat_jsonl, parse_shard, take
+from medscope.shards import concat_jsonl, parse_shard, read_shards, take
 from medscope.suite import filters
 from medscope.suite.adapters import load_annotations
 from medscope.suite.loading import DURATION_TOLERANCE_S, AdapterError, LoadContext, LoadOptions, VideoInfo, Where
@@ -224,13 +224,7 @@ def build(config: BuildConfig) -> dict[str, dict[str, int]]:
 def merge(out: str | Path, shards: Sequence[str | Path]) -> dict[str, dict[str, int]]:
     """The folders of ``--shard K/N`` builds as one suite: samples and trajectories (video paths re-anchored),
     drops and load notes, the funnel summed, the dataset card written again. Returns the funnel table."""
-    folders = [Path(f) for f in shards]
-    builds = []
-    for folder in folders:
-        if not (folder / "build.json").exists():
-            raise ValueError(f"{folder}: no build.json; give the --out folders of `medscope suite build --shard K/N`")
-        builds.append(json.loads((folder / "build.json").read_text(encoding="utf-8")))
-    check_shards(folders, builds, may_differ=frozenset({"out"}))
+    folders, builds = read_shards(shards, "build.json", "medscope suite build", may_differ=frozenset({"out"}))
     out = Path(out)
     samples = [s for f in folders for s in read_jsonl(f / "samples.jsonl")]
     trajectories = [t for f in folders if (f / "trajectories.jsonl").exists()

@@ -15,13 +15,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[all]"
 	touch $(STAMP)
 
-# System packages for tests that need them, where apt is usable (root): Chromium renders the HTML report,
-# Java runs pycocoevalcap's METEOR. Without them those tests skip and say why.
+# System packages for tests that need them, where apt is usable (root): Chromium renders the HTML report and,
+# driven by chromium-driver, the review workspace; Java runs pycocoevalcap's METEOR; PostgreSQL serves the
+# review database's PostgreSQL test. Without them those tests skip and say why.
 SYSDEPS := $(VENV)/.medscope-sysdeps
 $(SYSDEPS): $(STAMP)
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	  missing=""; \
 	  command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	  command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	  command -v java >/dev/null 2>&1 || missing="$$missing default-jre-headless"; \
 	  if [ -n "$$missing" ]; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \

@@ -35,6 +35,12 @@ def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _review(args: argparse.Namespace) -> int:
+    from medscope.review.workspace import ReviewConfig, main
+
+    return main(config_from_args(ReviewConfig, args), args.cases)
+
+
 def _suite_build(args: argparse.Namespace) -> int:
     import logging
 
@@ -104,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     from medscope.agent.loop import AgentConfig
     from medscope.demo import DemoConfig
     from medscope.eval.runner import EvalConfig
+    from medscope.review.workspace import ReviewConfig
     from medscope.suite.build import BuildConfig
     from medscope.train.configs import GRPOStageConfig, SFTStageConfig
     from medscope.train.pipeline import PipelineConfig
@@ -154,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--config", dest="run_config", default=None,
                                help="YAML of this stage's flags; flags given on the command line win")
         stage.set_defaults(run=run, config_cls=config_cls, stage_parser=stage)
+
+    review = sub.add_parser("review", help="the clinician's review workspace: play the evidence, judge, correct, "
+                                           "export (a local web app)")
+    review.add_argument("cases", nargs="*", help="eval output folders, `ask --trace` files, or folders holding them")
+    add_config_arguments(review, ReviewConfig)
+    review.set_defaults(run=_review)
 
     demo = sub.add_parser("demo", help="generate a video and show the tools on it")
     add_config_arguments(demo, DemoConfig)

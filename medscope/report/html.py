@@ -1,10 +1,12 @@
 """The clinician's evidence report: one self-contained HTML file for one episode or a run of several.
 
-``render_report(episodes, out_path)`` shows, per episode, the question and the final answer, who answered and
-at what cost, a timeline of the whole video (overview samples, each tool call's window numbered by turn, the
-evidence and the ground truth with their IoU), every turn's reasoning, call, notes, errors and key frames,
-and the raw trace. Thumbnails are re-extracted from the video at the trace's frame indices and inlined as
-JPEG data URIs, so the file needs nothing beside it. A video that cannot be read leaves the text and the
+``render_report(episodes, out_path)`` shows, per episode, the question and the final answer with its verdict
+(right, partly, wrong or unknown, coloured as in the review workspace), who answered and at what cost, the
+video at the evidence window when the video can be reached from the report's folder, a timeline of the whole
+video (overview samples, each tool call's window numbered by turn, the answer's windows, the evidence and the
+ground truth with their IoU), every turn's reasoning, call, notes, errors and key frames, and the raw trace.
+Thumbnails are re-extracted from the video at the trace's frame indices and inlined as JPEG data URIs, so the
+file needs nothing beside it but the video it plays. A video that cannot be read leaves the text and the
 timeline and says the frames are unavailable.
 
 All text that comes from a model or a trace goes through Jinja2's autoescaping; the template marks nothing
@@ -17,7 +19,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,7 +33,18 @@ import jinja2
 from medscope.agent.trace import Episode, ObservationRecord, TurnRecord
 from medscope.eval.metrics import set_iou
 from medscope.io import write_text_atomic
-from medscope.report.timeline import Timeline, Window, clock, episode_timelines, is_number, parse_windows, seconds
+from medscope.report.timeline import (
+    Timeline,
+    Window,
+    answer_windows,
+    clock,
+    episode_timelines,
+    is_number,
+    parse_windows,
+    reference_answer,
+    seconds,
+    verdict,
+)
 from medscope.video.errors import VideoError
 from medscope.video.source import VideoSource
 
@@ -76,6 +91,10 @@ class EpisodeView:
     iou: float | None
     reference_answer: str | None
     trace_json: str
+    verdict: str
+    video_href: str | None  # the video relative to the report's folder, when it can be reached from there
+    play_window: Window  # where the player starts and stops
+    play_what: str  # which window that is: evidence, answer or ground truth
 
 
 def render_report(
@@ -90,21 +109,27 @@ def render_report(
     ``video_dir`` resolves episodes whose ``video`` is a relative path; ``thumb_max_pixels`` caps each
     thumbnail's size (aspect ratio kept).
     """
-    html = render_html(episodes, video_dir=video_dir, thumb_max_pixels=thumb_max_pixels)
+    html = render_html(episodes, video_dir=video_dir, thumb_max_pixels=thumb_max_pixels,
+                       link_from=Path(out_path).parent)
     return write_text_atomic(out_path, html)
 
 
 def render_html(
-    episodes: Sequence[Episode], *, video_dir: Path | None = None, thumb_max_pixels: int = 160 * 120
+    episodes: Sequence[Episode],
+    *,
+    video_dir: Path | None = None,
+    thumb_max_pixels: int = 160 * 120,
+    link_from: Path | None = None,
 ) -> str:
-    """The report as a string (``render_report`` writes it)."""
+    """The report as a string (``render_report`` writes it). ``link_from``: the folder the page will be opened
+    from; the video is linked (a relative path) and played at the evidence window when it exists."""
     if not episodes:
         raise ValueError("render_html needs at least one episode")
     if thumb_max_pixels < 1:
         raise ValueError(f"thumb_max_pixels must be >= 1, got {thumb_max_pixels}")
     videos = _Videos(video_dir)
     try:
-        views = [_episode_view(n, ep, videos, thumb_max_pixels) for n, ep in enumerate(episodes, start=1)]
+        views = [_episode_view(n, ep, videos, thumb_max_pixels, link_from) for n, ep in enumerate(episodes, start=1)]
     finally:
         videos.close()
     title = views[0].ep.question if len(views) == 1 else f"{len(views)} episodes"
@@ -242,7 +267,28 @@ def _call_text(turn: TurnRecord) -> str | None:
     return f"{turn.tool or '?'}({args})"
 
 
-def _episode_view(number: int, ep: Episode, videos: _Videos, max_pixels: int) -> EpisodeView:
+def _video_href(video: Path, folder: Path | None) -> str | None:
+    """The video's address relative to the report's folder (a URL path), or None when it cannot be played."""
+    if folder is None or not video.is_file():
+        return None
+    try:
+        relative = os.path.relpath(video.resolve(), Path(folder).resolve())
+    except ValueError:  # another drive: no relative path
+        return None
+    return urllib.parse.quote(Path(relative).as_posix())
+
+
+def _play_window(ep: Episode, truth: Sequence[Window]) -> tuple[Window, str]:
+    """Where the report's player starts and stops: the evidence, else the answer's window, else the truth."""
+    for what, windows in (("evidence window", parse_windows(ep.evidence)), ("answer window", answer_windows(ep)),
+                          ("ground-truth window", list(truth))):
+        if windows:
+            start, end = windows[0]
+            return (start, end if end > start else start + 1.0), what
+    return (0.0, max(float(ep.duration), 1.0) if is_number(ep.duration) else 1.0), "whole video"
+
+
+def _episode_view(number: int, ep: Episode, videos: _Videos, max_pixels: int, link_from: Path | None) -> EpisodeView:
     source = videos.get(ep.video)
     thumbs, frames_note, warnings = _episode_thumbs(ep, source, max_pixels)
     reference = ep.reference or {}
@@ -252,7 +298,7 @@ def _episode_view(number: int, ep: Episode, videos: _Videos, max_pixels: int) ->
         TurnView(n, turn, _call_text(turn), _thumbs_for(turn.observation, thumbs, source, evidence, truth))
         for n, turn in enumerate(ep.turns, start=1)
     )
-    answer = reference.get("answer")
+    play_window, play_what = _play_window(ep, truth)
     return EpisodeView(
         anchor=f"episode-{number}",
         number=number,
@@ -266,8 +312,12 @@ def _episode_view(number: int, ep: Episode, videos: _Videos, max_pixels: int) ->
         evidence=tuple(evidence),
         truth=tuple(truth),
         iou=interval_iou(evidence, truth) if evidence and truth else None,
-        reference_answer=None if answer is None else str(answer),
+        reference_answer=reference_answer(ep),
         trace_json=_compact_json(_without_paths(ep.to_dict(), ep.video)),
+        verdict=verdict(ep),
+        video_href=_video_href(videos.resolve(ep.video), link_from) if ep.video else None,
+        play_window=play_window,
+        play_what=play_what,
     )
 
 

@@ -1,16 +1,23 @@
-"""The evidence report's timelines: where in the video the model looked, what it cited and where the truth lies.
+"""The timelines and verdicts that the evidence report and the review workspace share, so a window and a
+verdict look the same in both.
 
 ``episode_timelines(ep, truth)`` lays one episode out on the whole video and, when the action covers a small
 part of a long video, on a close-up around it. Each timeline has an axis of ticks and one lane per source:
 the overview samples, each tool call (its window, numbered by turn, as run or as asked when it failed, and
-the frames it returned), the evidence and the ground truth, which is also shaded behind every lane. Marks
-carry their position as percentages of the timeline's span, so the template only places them.
+the frames it returned), the windows the answer states (a grounding answer), the evidence and the ground
+truth, which is also shaded behind every lane. Marks carry their position as percentages of the timeline's
+span, and the seconds they stand for, so a template only places them (and a page can seek a player there).
+
+``verdict(ep)`` is the answer judged against the reference by the evaluator's own rule
+(``medscope.eval.metrics.answer_score``): right, partly, wrong, or unknown without a reference.
+``reference_answer(ep)`` is the reference as a reader should compare it with the answer: for a grounding
+question, the truth windows (not the caption of the event, which would read like any answer).
 
 Also here: ``parse_windows`` (a trace's ``[[start, end], ...]`` as clean float pairs), ``is_number`` and the
-two time formats the template shows (``seconds``, ``clock``).
+two time formats the templates show (``seconds``, ``clock``).
 
-It reads the trace and draws nothing: no HTML (the template does that), no frames, no video access (the
-length comes from the trace), and no metric (the report's IoU is ``medscope.eval.metrics.set_iou``).
+It reads the trace and draws nothing: no HTML (the templates do that), no frames and no video access (the
+length comes from the trace).
 """
 
 from __future__ import annotations
@@ -21,8 +28,11 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from medscope.agent.trace import Episode, TurnRecord
+from medscope.eval.answers import read_windows
+from medscope.eval.metrics import answer_score
 
 Window = tuple[float, float]
+VERDICTS = ("right", "partly", "wrong", "unknown")
 
 _TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
 
@@ -31,11 +41,13 @@ _TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
 class Mark:
     """A timeline element; ``left`` and ``width`` are percentages of the timeline's span."""
 
-    kind: str  # css class: sample | crop | frame | evidence | truth, plus " error" for a failed call
+    kind: str  # css class: sample | crop | frame | answer | evidence | truth, plus " error" for a failed call
     left: float
     width: float
     title: str
     label: str = ""
+    start: float = 0.0  # the seconds the mark stands for
+    end: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,8 @@ class Timeline:
     axis: tuple[Mark, ...]
     lanes: tuple[Lane, ...]
     bands: tuple[Mark, ...]  # the ground truth, shaded behind every lane
+    lo: float  # the span in seconds
+    hi: float
 
 
 def episode_timelines(ep: Episode, truth: list[Window]) -> tuple[Timeline, ...]:
@@ -59,12 +73,50 @@ def episode_timelines(ep: Episode, truth: list[Window]) -> tuple[Timeline, ...]:
     The video's length is the trace's ``duration`` or, when that is missing, the latest time the trace names.
     """
     seen = [t for obs in (ep.overview, *(t.observation for t in ep.turns)) if obs for t in obs.timestamps]
-    ends = [e for _, e in (*parse_windows(ep.evidence), *truth)]
+    ends = [e for _, e in (*parse_windows(ep.evidence), *answer_windows(ep), *truth)]
     duration = ep.duration if is_number(ep.duration) and ep.duration > 0 else max([*seen, *ends, 1.0])
     timelines = [_timeline(ep, truth, _Scale(0.0, duration), "whole video")]
     if (zoom := _zoom(ep, truth, duration)) is not None:
         timelines.append(_timeline(ep, truth, zoom, f"close-up {clock(zoom.lo)} – {clock(zoom.hi)}"))
     return tuple(timelines)
+
+
+def is_grounding(ep: Episode) -> bool:
+    """A question answered with time windows: the suite's grounding task, or (a trace of ``medscope ask``, which
+    has no task) an answer that states windows about a reference that states none (a caption)."""
+    if ep.task is not None:
+        return ep.task == "grounding"
+    reference = ep.reference or {}
+    return read_windows(ep.answer) is not None and read_windows(str(reference.get("answer") or "")) is None
+
+
+def answer_windows(ep: Episode) -> list[Window]:
+    """The windows a grounding answer states (none for other questions: their numbers are not places)."""
+    reading = read_windows(ep.answer) if is_grounding(ep) else None
+    return [(min(s, e), max(s, e)) for s, e in reading.windows] if reading else []
+
+
+def reference_answer(ep: Episode) -> str | None:
+    """The reference answer to show beside the answer: the truth windows for a grounding question."""
+    reference = ep.reference or {}
+    truth = parse_windows(reference.get("evidence"))
+    if is_grounding(ep) and truth:
+        return "; ".join(f"{seconds(s)} – {seconds(e)}" for s, e in truth)
+    answer = reference.get("answer")
+    return None if answer is None else str(answer)
+
+
+def verdict(ep: Episode, accuracy: float | None = None) -> str:
+    """right | partly | wrong | unknown: ``accuracy`` (an eval's score) or the answer scored against the reference
+    by the evaluator's rule; unknown when there is no reference to score against."""
+    if accuracy is None:
+        reference = ep.reference or {}
+        if reference.get("answer") is None and not reference.get("evidence"):
+            return "unknown"
+        truth = parse_windows(reference.get("evidence"))
+        task = "grounding" if is_grounding(ep) else (ep.task or "grounded_vqa")
+        accuracy = answer_score(ep.answer, answer=str(reference.get("answer") or ""), task=task, evidence=truth)
+    return "right" if accuracy >= 1.0 else "partly" if accuracy > 0 else "wrong"
 
 
 def parse_windows(value: Any) -> list[Window]:
@@ -118,7 +170,7 @@ class _Scale:
         return self.lo <= (start if end is None else end) and start <= self.hi
 
     def mark(self, kind: str, start: float, end: float, title: str, label: str = "") -> Mark:
-        return Mark(kind, self.pct(start), max(self.pct(end) - self.pct(start), 0.0), title, label)
+        return Mark(kind, self.pct(start), max(self.pct(end) - self.pct(start), 0.0), title, label, start, end)
 
 
 def _window_lane(label: str, kind: str, windows: Sequence[Window], scale: _Scale) -> Lane:
@@ -169,19 +221,21 @@ def _timeline(ep: Episode, truth: list[Window], scale: _Scale, title: str) -> Ti
             Lane("overview", tuple(scale.mark("sample overview", t, t, f"overview at {seconds(t)}") for t in samples))
         )
     lanes.extend(lane for n, turn in enumerate(ep.turns, start=1) if (lane := _turn_lane(n, turn, scale)))
+    if answered := answer_windows(ep):
+        lanes.append(_window_lane("answer", "answer", answered, scale))
     lanes.append(_window_lane(f"evidence ({ep.evidence_source})", "evidence", parse_windows(ep.evidence), scale))
     bands: tuple[Mark, ...] = ()
     if truth:
         lanes.append(_window_lane("ground truth", "truth", truth, scale))
         bands = lanes[-1].marks
-    return Timeline(title, axis, tuple(lanes), bands)
+    return Timeline(title, axis, tuple(lanes), bands, scale.lo, scale.hi)
 
 
 def _zoom(ep: Episode, truth: list[Window], duration: float) -> _Scale | None:
     """A closer view around where the model looked, when that is a small part of a long video."""
     times = [t for turn in ep.turns if turn.observation for t in turn.observation.timestamps]
     times += [t for turn in ep.turns if turn.observation for t in turn.observation.arguments.values() if is_number(t)]
-    times += [t for window in (*parse_windows(ep.evidence), *truth) for t in window]
+    times += [t for window in (*parse_windows(ep.evidence), *answer_windows(ep), *truth) for t in window]
     if not times:
         return None
     lo, hi = min(times), max(times)

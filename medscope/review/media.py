@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -93,10 +94,8 @@ def _transcode(video: Path, out: Path, start: float, end: float) -> None:
             width, height = _CLIP_WIDTH, round(height * _CLIP_WIDTH / width)
         encoder = target.add_stream("libx264", rate=rate, options={"crf": "23", "preset": "veryfast"})
         encoder.width, encoder.height, encoder.pix_fmt = width - width % 2, height - height % 2, "yuv420p"
-        if stream.time_base is not None:
-            source.seek(int(start / stream.time_base), stream=stream, backward=True)
         count = 0
-        for frame in source.decode(stream):
+        for frame in _frames_from(source, stream, start):
             if frame.time is None or frame.time < start - 1e-6:
                 continue
             if frame.time >= end:
@@ -108,3 +107,22 @@ def _transcode(video: Path, out: Path, start: float, end: float) -> None:
         if count == 0:
             raise ValueError(f"{video.name}: no frames in [{start:g}, {end:g}] s")
         target.mux(encoder.encode(None))
+
+
+def _frames_from(source: av.container.InputContainer, stream: av.VideoStream, start: float) -> Iterator[av.VideoFrame]:
+    """Decoded frames from a keyframe at or before ``start``. Some containers (MPEG-TS) land a seek after the
+    time asked for, so a seek that lands late is retried from further back."""
+    margin = 1.0
+    while True:
+        target = max(0.0, start - margin)
+        if stream.time_base is not None:
+            source.seek(int(target / stream.time_base), stream=stream, backward=True)
+        frames = source.decode(stream)
+        first = next(frames, None)
+        if first is None:
+            return
+        if first.time is None or first.time <= start + 1e-6 or target == 0.0:
+            yield first
+            yield from frames
+            return
+        margin *= 4

@@ -122,6 +122,7 @@ def serve(config: ReviewConfig, engine: Engine, database: str, token: str | None
     except OSError as exc:
         raise ValueError(f"cannot listen on {config.host}:{config.port} ({exc.strerror}); choose another --port") \
             from exc
+    sock.listen(128)  # connections made once the address is printed wait in the backlog until uvicorn accepts
     port = sock.getsockname()[1]
     shown = f"[{config.host}]" if ":" in config.host else config.host
     address = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")

@@ -115,4 +115,7 @@ def main(config: DemoConfig) -> dict[str, str]:
     print("\nwrote:")
     for name, path in paths.items():
         print(f"  {name:22s} {path}")
+    command = ".venv/bin/medscope" if Path(".venv/bin/medscope").is_file() else "medscope"
+    print(f"\nReview these episodes in the browser (play the evidence, judge, correct, export):\n"
+          f"  {command} review {out}")
     return paths

@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/video_access.py --out benchmarks/results
 	$(PY) benchmarks/threads.py --out benchmarks/results
 	$(PY) benchmarks/eval_throughput.py --out benchmarks/results
+	$(PY) benchmarks/review_workspace.py --out benchmarks/results
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check medscope tests benchmarks

@@ -25,7 +25,7 @@ def test_ask_oracle_writes_trace_and_report(synth_video: SynthClinVideo, tmp_pat
                        "--report", str(tmp_path / "r.html"), "--trace", str(tmp_path / "t.jsonl"))
     assert result.returncode == 0, result.stderr
     assert "turn 1: crop_video" in result.stderr and "turn 4: answer" in result.stderr  # live progress
-    assert f"answer: [{event['start']:.2f}, {event['end']:.2f}]" in result.stdout
+    assert f"answer: [{event['start']:.1f}, {event['end']:.1f}]" in result.stdout
     (episode,) = list(read_episodes(tmp_path / "t.jsonl"))
     assert episode.question == question and episode.tool_calls == 3
     assert "<html" in (tmp_path / "r.html").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from medscope.agent.backends.scripted import (
     UniformBackend,
 )
 from medscope.agent.loop import AgentConfig, run_episode
-from medscope.agent.protocol import render_answer, render_tool_call
+from medscope.agent.protocol import parse_windows, render_answer, render_tool_call
 from medscope.agent.trace import Episode, append_episode, read_episodes
 from medscope.video.synthclin import SynthClinVideo
 from medscope.video.tools import ToolConfig
@@ -47,27 +48,67 @@ def test_oracle_episode_finds_the_evidence(synth_video: SynthClinVideo) -> None:
     assert episode.backend == {"backend": "scripted", "model": "oracle"}
 
 
+def _views(episode: Any) -> list[list[float]]:
+    return [episode.overview.timestamps, *(t.observation.timestamps for t in episode.turns if t.observation)]
+
+
 def test_teacher_steps_follow_from_what_was_seen(synth_video: SynthClinVideo) -> None:
+    """Every time the teacher writes is a label of a frame it has seen (or an end of the video): a model that
+    learns to copy labels can follow it. Found evidence is bracketed ever closer and answered with the bracket."""
     from medscope.eval.metrics import iou
 
-    event = synth_video.annotation["events"][0]
+    duration = synth_video.annotation["duration"]
+    for event in synth_video.annotation["events"]:
+        window = (event["start"], event["end"])
+        phases = [(f"{p['label']} phase", (p["start"], p["end"])) for p in synth_video.annotation["phases"]]
+        holder = next(k for k, (_, (s, e)) in enumerate(phases) if s <= sum(window) / 2 < e)
+        search = tuple(phases[holder:] + phases[:holder])  # the right phase first
+        ref = Reference(answer="x", windows=(window,), grounding=True, search=search)
+        episode = run_episode(TeacherBackend(ref), synth_video.video_path, "When?", sample_id="q1")
+        views = _views(episode)
+        for k, turn in enumerate(episode.turns[:-1]):
+            assert turn.tool == "crop_video"
+            args = turn.observation.arguments  # type: ignore[union-attr]
+            labels = {round(t, 1) for view in views[: k + 1] for t in view} | {0.0, round(duration, 1)}
+            assert {round(args["start_time"], 1), round(args["end_time"], 1)} <= labels
+            assert args["start_time"] <= window[1] and window[0] <= args["end_time"]  # it holds (part of) it
+        windows = parse_windows(episode.answer or "")
+        assert isinstance(windows, tuple) and len(windows) == 1
+        answer = windows[0]
+        assert {round(answer[0], 1), round(answer[1], 1)} <= {round(t, 1) for t in views[-1]} | {0.0}
+        assert answer[0] <= window[0] and window[1] <= answer[1]  # the bracket holds the event
+        assert iou(answer, window) >= 0.3 and len(episode.turns) <= 4
+        assert episode.turns[-1].tool is None and episode.backend["model"] == "teacher"
+
+
+def test_teacher_searches_the_implied_phases_in_order(synth_video: SynthClinVideo) -> None:
+    """Evidence no overview frame shows: the teacher crops the phases the question implies, most likely first,
+    each between the overview frames around it, and moves on after a miss."""
+    annotation = synth_video.annotation
+    coarse = AgentConfig(tools=ToolConfig(overview_frames=4))  # so that some event falls between overview frames
+    overview = run_episode(ReplayBackend([ANSWER]), synth_video.video_path, "When?", coarse).overview
+    assert overview is not None
+    event = next(e for e in annotation["events"]
+                 if not any(e["start"] <= t <= e["end"] for t in overview.timestamps))
     window = (event["start"], event["end"])
-    phase = next(p for p in synth_video.annotation["phases"] if p["start"] <= sum(window) / 2 < p["end"])
-    ref = Reference(answer="x", windows=(window,), grounding=True, context=(phase["start"], phase["end"]),
-                    context_label="some phase")
-    episode = run_episode(TeacherBackend(ref), synth_video.video_path, "When?", sample_id="q1")
-    assert [t.tool for t in episode.turns[:4]] == ["crop_video", "crop_video", "crop_video", "get_frame"]
-    crops = [t.observation.arguments for t in episode.turns[:3]]  # type: ignore[union-attr]
-    seen = [episode.overview.timestamps, episode.turns[0].observation.timestamps]  # type: ignore[union-attr]
-    bounds = [(0.0, synth_video.annotation["duration"]), (crops[0]["start_time"], crops[0]["end_time"])]
-    for crop, stamps, (lo, hi) in zip(crops[:2], seen, bounds, strict=True):
-        # each search window is named by frames already seen (or by what was watched), so a model can learn it
-        assert {round(crop["start_time"], 1), round(crop["end_time"], 1)} <= {round(t, 1) for t in [*stamps, lo, hi]}
-    assert crops[0]["start_time"] <= phase["start"] + 1e-6 or crops[0]["start_time"] in seen[0]
-    assert crops[1]["start_time"] <= window[0] and window[1] <= crops[1]["end_time"]  # the bracket holds it
-    last = (crops[2]["start_time"], crops[2]["end_time"])
-    assert iou(last, window) >= 0.5 and episode.answer == f"[{last[0]:.2f}, {last[1]:.2f}]"
-    assert "some phase" in episode.turns[0].think and episode.backend["model"] == "teacher"
+    phases = [(f"{p['label']} phase", (p["start"], p["end"])) for p in annotation["phases"]]
+    holder = next(k for k, (_, (s, e)) in enumerate(phases) if s <= sum(window) / 2 < e)
+    wrong = phases[(holder + 3) % len(phases)]
+    ref = Reference(answer="x", windows=(window,), grounding=True, search=(wrong, phases[holder]))
+    episode = run_episode(TeacherBackend(ref), synth_video.video_path, "When?", coarse)
+    first = episode.turns[0]
+    assert wrong[0] in first.think and first.observation is not None
+    s, e = first.observation.arguments["start_time"], first.observation.arguments["end_time"]
+    assert s <= wrong[1][0] + 1e-6 and wrong[1][1] - 1e-6 <= e  # the phase, bracketed by overview frames
+    assert phases[holder][0] in episode.turns[1].think  # the miss sends it to the next phase
+
+
+def test_teacher_looks_at_a_named_moment(synth_video: SynthClinVideo) -> None:
+    ref = Reference(answer="calot triangle dissection", windows=((10.0, 50.0),), moment=30.5)
+    episode = run_episode(TeacherBackend(ref), synth_video.video_path, "Which phase is under way at 30.5s?")
+    assert episode.turns[0].tool == "get_frame" and episode.turns[0].observation is not None
+    assert episode.turns[0].observation.arguments == {"timestamp": 30.5}
+    assert episode.answer == "calot triangle dissection"
 
 
 def test_observations_reach_the_model_as_timestamped_images(synth_path: Path) -> None:
@@ -80,7 +121,7 @@ def test_observations_reach_the_model_as_timestamped_images(synth_path: Path) ->
     assert tool["role"] == "tool" and len(message_images(tool)) == 8
     parts = tool["content"]
     labels = [parts[i - 1]["text"] for i, p in enumerate(parts) if p["type"] == "image"]  # right before each image
-    assert labels == [f"[{31 + 2 * j:.2f}s]" for j in range(8)]
+    assert labels == [f"[{31 + 2 * j:.1f}s]" for j in range(8)]
 
 
 @pytest.mark.parametrize(

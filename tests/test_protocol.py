@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from medscope.agent.protocol import (
@@ -85,8 +83,9 @@ def test_malformed_turns_become_format_errors(text: str, needle: str) -> None:
 
 def test_system_prompt_lists_tools_and_contract() -> None:
     prompt = system_prompt(overview_frames=16, max_turns=6, max_frames=64, explicit_evidence=True)
-    specs = [json.loads(line) for line in prompt.splitlines() if line.startswith('{"type": "function"')]
-    assert [s["function"]["name"] for s in specs] == ["crop_video", "get_frame"]
+    assert "crop_video(start_time, end_time)" in prompt and "get_frame(timestamp)" in prompt
+    # The schemas come once, from the chat template that every backend gives them to, not again in the prompt.
+    assert '"type": "function"' not in prompt
     assert "<evidence>" in prompt and "6 turns" in prompt and "64 frames" in prompt
     assert "<evidence>" not in system_prompt(overview_frames=16, max_turns=6, max_frames=64, explicit_evidence=False)
 

@@ -72,7 +72,7 @@ def test_charades_build_skips_clamps_and_counts(charades: Path, tmp_path: Path) 
     assert all(s.split == "test" and s.source_id for s in samples)
     shelf = [s for s in samples if s.task == "grounding" and "book on a shelf" in s.question]
     assert len(shelf) == 1 and shelf[0].evidence == [[0.0, 6.9], [25.0, 29.5]]
-    assert shelf[0].answer == "[[0.00, 6.90], [25.00, 29.50]]"
+    assert shelf[0].answer == "[[0.0, 6.9], [25.0, 29.5]]"
     assert shelf[0].source_id == "charades_sta_test:1,charades_sta_test:3"
     towel = next(s for s in samples if "towel" in s.question and s.task == "grounding")
     assert towel.evidence == [[20.1, 30.0]]
@@ -184,7 +184,7 @@ def test_every_kind_of_question_is_answered_by_its_own_reference() -> None:
                          "event_where", "instrument_side", "caption", "fine_caption"}
     calot = next(s for s in samples if s.meta["template"] == "ground_phase" and "Calot" in s.question)
     assert calot.evidence == [[100.0, 300.0], [360.0, 380.0]]
-    assert calot.answer == "[[100.00, 300.00], [360.00, 380.00]]"
+    assert calot.answer == "[[100.0, 300.0], [360.0, 380.0]]"
     hook = next(s for s in samples if s.meta["template"] == "ground_instrument")
     assert hook.question.startswith("When is the hook in view?") and hook.evidence == [[40.0, 55.0], [320.0, 340.0]]
     bleeding = next(s for s in samples if s.meta["template"] == "ground_label" and "bleeding" in s.question)

@@ -22,9 +22,9 @@ from typing import Any
 import jinja2
 
 from medscope.agent.backends.base import Message, image_part, text_part
-from medscope.video.tools import TOOL_SPECS, Observation, ToolError, finite_seconds
+from medscope.video.tools import Observation, ToolError, finite_seconds
 
-PROMPT_VERSION = "1"
+PROMPT_VERSION = "2"
 Window = tuple[float, float]
 
 FORMAT_HINT = (
@@ -76,13 +76,22 @@ def _template(name: str) -> jinja2.Template:
 
 def system_prompt(*, overview_frames: int, max_turns: int, max_frames: int, explicit_evidence: bool) -> str:
     return _template("system.jinja").render(
-        tools=[json.dumps(spec) for spec in TOOL_SPECS], overview_frames=overview_frames, max_turns=max_turns,
+        overview_frames=overview_frames, max_turns=max_turns,
         max_frames=max_frames, explicit_evidence=explicit_evidence,
     ).strip()
 
 
+# One number format for every time a model reads or writes (frame labels, durations, windows, tool arguments in
+# the teacher's turns): a model copies a time it saw instead of converting between precisions.
+TIME_FORMAT = "{:.1f}"
+
+
+def format_time(t: float) -> str:
+    return TIME_FORMAT.format(t)
+
+
 def format_seconds(t: float) -> str:
-    return f"[{t:.2f}s]"
+    return f"[{format_time(t)}s]"
 
 
 def frame_parts(observation: Observation) -> list[dict[str, Any]]:
@@ -97,17 +106,21 @@ def frame_parts(observation: Observation) -> list[dict[str, Any]]:
 def first_user_message(
     question: str, overview: Observation, *, duration: float, options: list[str] | None = None
 ) -> Message:
-    """Question, duration and the timestamped overview frames."""
-    head = f"Video duration: {duration:.2f}s. Overview ({len(overview.frames)} frames):"
+    """The question, the duration and the timestamped overview frames.
+
+    The question comes first: a model that reads the frames knowing what it looks for can note the label of
+    the frame that shows it as it passes; after the frames it would have to search back (a small model learns
+    that copy much later)."""
+    head = f"Video duration: {format_time(duration)}s. Overview ({len(overview.frames)} frames):"
     if overview.notes:  # frames a damaged file could not give
         head = head[:-1] + "; note: " + "; ".join(overview.notes) + ":"
-    parts = [text_part(head), *frame_parts(overview), text_part(question_text(question, options))]
+    parts = [text_part(question_text(question, options) + "\n" + head), *frame_parts(overview)]
     return {"role": "user", "content": parts}
 
 
 def question_text(question: str, options: list[str] | None = None) -> str:
-    """The question (and lettered options) that closes a user turn."""
-    text = f"\nQuestion: {question.strip()}"
+    """The question (and lettered options)."""
+    text = f"Question: {question.strip()}"
     if options:
         text += "\nOptions:\n" + "\n".join(f"{chr(65 + i)}. {option}" for i, option in enumerate(options))
     return text
@@ -138,12 +151,12 @@ def render_tool_call(name: str, arguments: dict[str, Any], think: str) -> str:
 def render_answer(answer: str, think: str, evidence: list[Window] | None = None) -> str:
     text = f"<think>{think}</think>\n<answer>{answer}</answer>"
     if evidence is not None:
-        text += "\n<evidence>" + json.dumps([[round(s, 2), round(e, 2)] for s, e in evidence]) + "</evidence>"
+        text += "\n<evidence>" + json.dumps([[round(s, 1), round(e, 1)] for s, e in evidence]) + "</evidence>"
     return text
 
 
 def render_window(window: Window) -> str:
-    return f"[{window[0]:.2f}, {window[1]:.2f}]"
+    return f"[{format_time(window[0])}, {format_time(window[1])}]"
 
 
 def render_windows(windows: Sequence[Window]) -> str:

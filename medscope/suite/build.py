@@ -37,7 +37,7 @@ from medscope.suite.adapters import load_annotations
 from medscope.suite.loading import DURATION_TOLERANCE_S, AdapterError, LoadContext, LoadOptions, VideoInfo, Where
 from medscope.suite.qa import QAConfig, generate_samples, rewrite_questions
 from medscope.suite.records import Sample, Trajectory, VideoAnnotation, read_jsonl, write_jsonl
-from medscope.suite.trajectories import make_trajectory
+from medscope.suite.trajectories import make_trajectory, with_search_order
 from medscope.video.source import VideoSource
 
 log = logging.getLogger(__name__)
@@ -195,6 +195,7 @@ def build(config: BuildConfig) -> dict[str, dict[str, int]]:
             ctx.notes.clear()
             ctx.records = 0
     generated, summaries = _generate(annotations, ctx, config)
+    generated = with_search_order(generated)
     if not generated:
         first = next((f" (the first: {n.detail})" for n in ctx.notes if n.action == "skipped"), "")
         why = _describe(ctx.counts()["skipped"]) or "no question could be generated from them"

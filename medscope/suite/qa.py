@@ -61,10 +61,17 @@ class QAConfig:
         default=("grounding", "grounded_vqa", "mcq", "caption", "fine_caption"),
         metadata={"help": "task types to generate"},
     )
+    templates: tuple[str, ...] = field(
+        default=(), metadata={"help": f"question templates to use (default: all): {', '.join(TEMPLATES)}"})
     mcq_options: int = field(default=4, metadata={"help": "options per multiple-choice question"})
     max_per_task: int = field(
         default=0, metadata={"help": "keep at most N samples per task and video after filtering (0: all)"})
     seed: int = field(default=0, metadata={"help": "seed for distractors and sub-sampling"})
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.templates) - set(TEMPLATES))
+        if unknown:
+            raise ValueError(f"unknown question template(s) {', '.join(unknown)}: choose from {', '.join(TEMPLATES)}")
 
 
 def _human(label: str) -> str:
@@ -88,10 +95,17 @@ def _context(annotation: VideoAnnotation, seg: Segment) -> dict[str, object] | N
     return None
 
 
+def _phase_windows(annotation: VideoAnnotation) -> list[list[object]]:
+    """``[[label, start, end], ...]`` of the video's phases, in time order."""
+    phases = sorted((s for s in annotation.segments if s.kind == "phase"), key=lambda s: s.start)
+    return [[f"{_human(p.label or p.text)} phase", round(p.start, 3), round(p.end, 3)] for p in phases]
+
+
 def _windows(segs: Sequence[Segment]) -> list[list[float]]:
     """Every window of the segments, sorted, merged where they touch (the union is what the answer covers), in
-    hundredths of a second: the precision answers are written in, so a reference answer is its evidence exactly."""
-    spans = [(round(s, 2), round(e, 2)) for seg in segs for s, e in (seg.windows or ((seg.start, seg.end),))]
+    tenths of a second: the precision answers are written in (``protocol.TIME_FORMAT``), so a reference answer is its
+    evidence exactly."""
+    spans = [(round(s, 1), round(e, 1)) for seg in segs for s, e in (seg.windows or ((seg.start, seg.end),))]
     return [[start, end] for start, end in merge(spans)]
 
 
@@ -223,17 +237,20 @@ def generate_samples(annotation: VideoAnnotation, duration: float, config: QACon
     by_task: dict[str, list[Sample]] = {task: [] for task in config.tasks}
 
     def add(task: str, template: str, question: str, answer: str, segs: Sequence[Segment], evidence_text: str,
-            query: str, options: list[str] | None = None) -> None:
-        if task not in by_task:
+            query: str, options: list[str] | None = None, moment: float | None = None) -> None:
+        if task not in by_task or (config.templates and template not in config.templates):
             return
         evidence = _windows(segs) if segs else [[0.0, round(duration, 3)]]
         meta: dict[str, object] = {"template": template, "evidence_text": evidence_text,
                                    "video_id": annotation.video_id, "query": query}
+        if moment is not None:  # the time the question names
+            meta["moment"] = moment
         if segs:
             meta |= {"segment_kind": segs[0].kind, "label": segs[0].label}
             context = _context(annotation, segs[0])
             if context is not None:
-                meta["context"] = context
+                # Every phase of the video: where a search may look when no frame seen so far shows the evidence.
+                meta["context"] = context | {"phases": _phase_windows(annotation)}
         sample_id = f"{annotation.source}/{annotation.video_id}/{task}/{len(by_task[task])}"
         by_task[task].append(Sample(id=sample_id, video=annotation.video, duration=duration, question=question,
                                     answer=answer, task=task, evidence=evidence, source=annotation.source,  # type: ignore[arg-type]
@@ -250,7 +267,8 @@ def generate_samples(annotation: VideoAnnotation, duration: float, config: QACon
             answer = str(seg.meta.get("answer", ""))
             add(str(seg.meta["task"]), "source_qa", seg.text, answer, [seg], answer, seg.text)
     for template, question, answer, seg, query in _phases(annotation):
-        add("grounded_vqa", template, question, answer, [seg], seg.text, query)
+        add("grounded_vqa", template, question, answer, [seg], seg.text, query,
+            moment=round((seg.start + seg.end) / 2, 1) if template == "phase_at" else None)
     for question, options, index, seg in _mcq(annotation, config, rng):
         add("mcq", "mcq_window", question, chr(65 + index), [seg], seg.text, _option_text(seg), options)
     for question, options, index, segs in _phase_lengths(annotation, config, rng):

@@ -1,11 +1,11 @@
 """Reference trajectories in the agent's exact protocol, produced by running the teacher on the real video.
 
-- VCoT (visual chain of thought, hard questions): the teacher policy's episode (``TeacherBackend``):
-  ``crop_video`` on the phase the evidence lies in, bracketed by overview frames (coarse) → ``crop_video``
-  between the frames around the evidence → ``crop_video`` where the frames put it (fine) → ``get_frame`` at
-  its centre → answer, with reasoning that cites the timestamps each observation really showed. Every step
-  follows from frames already seen, so a model can learn it (the oracle's coarse crop, centred on the truth,
-  could not be inferred from the overview).
+- VCoT (visual chain of thought, hard questions): the teacher policy's episode (``TeacherBackend``): where the
+  overview shows the evidence, ``crop_video`` between the overview frames around it; where it does not, the
+  phase the question implies (``with_search_order``: the phases where that label's evidence usually lies), then
+  the next on a miss; closer crops between the frames around what a crop showed; the answer window between the
+  frames around the evidence. A time the question names gets ``get_frame`` there. Every step follows from frames
+  already seen and every time written is a label seen, so a model can learn it.
 - CoT (easy questions, no tools): the evidence is already visible in the overview (or the question is about
   the whole video), so one turn reasons over the overview frames and answers.
 
@@ -14,6 +14,10 @@ is what the tool returns; ``replay`` checks that again.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 
 from medscope.agent.backends.scripted import Reference, TeacherBackend
 from medscope.agent.loop import AgentConfig, run_episode
@@ -27,15 +31,42 @@ def reference_for(sample: Sample) -> Reference:
     windows = tuple((float(s), float(e)) for s, e in sample.evidence)
     context = sample.meta.get("context") or {}
     window = context.get("window")
+    search = tuple((str(label), (float(start), float(end))) for label, start, end in sample.meta.get("search", []))
+    moment = sample.meta.get("moment")
     return Reference(answer=sample.answer, windows=windows, grounding=sample.task == "grounding",
                      context=(float(window[0]), float(window[1])) if window else None,
-                     context_label=str(context.get("label", "")))
+                     context_label=str(context.get("label", "")), search=search,
+                     moment=float(moment) if isinstance(moment, int | float) else None)
+
+
+def with_search_order(samples: Sequence[Sample]) -> list[Sample]:
+    """Each sample with ``meta["search"]``: its video's phases in the order a search tries them when no frame seen
+    shows the evidence, most likely first. Likely means how often evidence of the same label lies in that phase
+    over ``samples`` (ties: the longer phase first): what a model trained on them can learn the question implies."""
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for sample in samples:
+        context = sample.meta.get("context")
+        if context and sample.meta.get("label"):
+            counts[str(sample.meta["label"])][str(context["label"])] += 1
+    out = []
+    for sample in samples:
+        context = sample.meta.get("context")
+        if not context or not context.get("phases"):
+            out.append(sample)
+            continue
+        prior = counts[str(sample.meta.get("label"))]
+        phases = sorted(context["phases"], key=lambda p: (-prior[str(p[0])], -(p[2] - p[1])))
+        out.append(dataclasses.replace(sample, meta=sample.meta | {"search": [list(p) for p in phases]}))
+    return out
 
 
 def is_easy(sample: Sample, overview: list[float]) -> bool:
-    """Whole-video questions, and evidence that two or more overview frames already show."""
+    """Whole-video questions, and (not for grounding, whose window a closer look sharpens) evidence that two or
+    more overview frames already show."""
+    if sample.task == "caption":
+        return True
     hits = sum(any(s <= t <= e for s, e in sample.evidence) for t in overview)
-    return sample.task == "caption" or hits >= 2
+    return sample.task != "grounding" and sample.meta.get("moment") is None and hits >= 2
 
 
 def vcot_trajectory(sample: Sample, source: VideoSource, tools: ToolConfig | None = None) -> Trajectory:

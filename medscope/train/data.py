@@ -57,10 +57,11 @@ def warmup_messages(sample: Sample, source: VideoSource, agent: AgentConfig, *, 
     crop = VideoTools(source, agent.tools).crop_video(start, end)
     if not isinstance(crop, Observation):
         raise ValueError(f"{sample.id}: cannot show its evidence window [{start}, {end}]: {crop.message}")
-    head = f"Video duration: {source.duration_seconds:.2f}s. Frames from {start:.2f}s to {end:.2f}s:"
-    parts = [text_part(head), *protocol.frame_parts(crop), text_part(protocol.question_text(sample.question,
-                                                                                            sample.options))]
-    think = f"The frames from {crop.timestamps[0]:.2f}s to {crop.timestamps[-1]:.2f}s show it."
+    t = protocol.format_time
+    head = (protocol.question_text(sample.question, sample.options) + f"\nVideo duration: "
+            f"{t(source.duration_seconds)}s. Frames from {t(start)}s to {t(end)}s:")
+    parts = [text_part(head), *protocol.frame_parts(crop)]
+    think = f"The frames from {t(crop.timestamps[0])}s to {t(crop.timestamps[-1])}s show it."
     return [system_message(agent), {"role": "user", "content": parts},
             {"role": "assistant", "content": [text_part(render_answer(sample.answer, think))]}]
 

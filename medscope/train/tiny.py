@@ -89,10 +89,14 @@ def load_chat_template(arch: Arch) -> str:
 def build_tokenizer(texts: Iterable[str], *, vocab_size: int = 2000, chat_template: str) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on ``texts`` and wrap it as a transformers tokenizer with Qwen's control tokens.
 
-    Byte-level (like Qwen's own) so that any text, including JSON and digits, encodes without unknown tokens.
+    Byte-level (like Qwen's own) so that any text, including JSON and digits, encodes without unknown tokens;
+    digits are split one by one.
     """
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Digits one by one, as Qwen's tokenizers split them: "45" and " 45" share their digit tokens, so copying a
+    # time the model saw is a copy of digits, not a lookup of merged number tokens.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -138,10 +142,15 @@ def build_tiny_model(
     layers: int = 2,
     vision_hidden: int = 32,
     vision_layers: int = 1,
+    rope_theta: float | None = None,
     seed: int = 0,
 ) -> PreTrainedModel:
     """A randomly initialised ``Qwen3VLForConditionalGeneration`` / ``Qwen2_5_VLForConditionalGeneration``
-    whose vocabulary and special token ids match ``tokenizer``."""
+    whose vocabulary and special token ids match ``tokenizer``.
+
+    ``rope_theta`` defaults to the real checkpoint's (5e6 for Qwen3-VL, 1e6 for Qwen2.5-VL), made for 256k-token
+    contexts; a tiny model trained on a few thousand tokens tells near positions apart (which copying a label
+    needs) far sooner with 1e4."""
     _check_arch(arch)
     heads = max(1, hidden_size // 16)  # head_dim 16 keeps M-RoPE's three sections non-trivial
     head_dim = hidden_size // heads
@@ -178,7 +187,7 @@ def build_tiny_model(
             "head_dim": head_dim,
             "rope_parameters": {
                 "rope_type": "default",
-                "rope_theta": 5_000_000.0,
+                "rope_theta": rope_theta or 5_000_000.0,
                 "mrope_section": mrope_section,
                 "mrope_interleaved": True,
             },
@@ -191,7 +200,8 @@ def build_tiny_model(
         text |= {
             "bos_token_id": pad_id,
             "eos_token_id": eos_id,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope_section},
+            "rope_parameters": {"rope_type": "default", "rope_theta": rope_theta or 1_000_000.0,
+                                "mrope_section": mrope_section},
         }
         # Window attention everywhere except the listed layers; with one layer, make it the full-attention one.
         vision |= {"fullatt_block_indexes": [vision_layers - 1], "window_size": 112, "hidden_act": "silu"}

@@ -35,7 +35,8 @@ class Reference:
 
     ``grounding`` questions are answered with the window itself; others with ``answer`` (when known) and,
     if ``explicit_evidence``, an ``<evidence>`` block. ``context`` is a longer segment that contains the
-    evidence and that a coarse overview can show (e.g. the surgical phase, named ``context_label``)."""
+    evidence and that a coarse overview can show (e.g. the surgical phase, named ``context_label``); ``search``
+    the segments the question implies, in the order a search tries them; ``moment`` a time the question names."""
 
     answer: str
     windows: tuple[Window, ...]
@@ -43,6 +44,8 @@ class Reference:
     fallback_answer: str = "unknown"
     context: Window | None = None
     context_label: str = ""
+    search: tuple[tuple[str, Window], ...] = ()  # (label, window) of the places to look, most likely first
+    moment: float | None = None  # a time the question names ("which phase is under way at 63.5s?")
 
 
 def _duration(messages: Sequence[Message]) -> float:
@@ -140,56 +143,96 @@ def _times(stamps: Sequence[float]) -> str:
     return ", ".join(f"{t:.1f}s" for t in stamps)
 
 
+def _span(stamps: Sequence[float]) -> str:
+    """The frames that show something, named by the first and the last (a short think, whatever the count)."""
+    return f"frame at {stamps[0]:.1f}s shows" if len(stamps) == 1 else \
+        f"frames from {stamps[0]:.1f}s to {stamps[-1]:.1f}s show"
+
+
 class TeacherBackend:
-    """Context → bracket → as-seen → frame → answer, each step inferable from the frames already seen.
+    """Search, then localise; every step follows from the frames already seen (with perfect perception of them)
+    and from what the question names, so a model can learn each one. Times it writes are labels it has seen.
 
-    1. From the overview: crop the context segment (the phase the question belongs to), bracketed by the
-       overview frames around it: a model learns which phase a question points to and reads its span off
-       the timestamped overview.
-    2. From that crop: crop between the frames around the ones that show the evidence (or, when none does,
-       around where it lies: the one step that a model must guess, from the phase's usual course).
-    3. From the closer crop: crop where its frames put the evidence (hits widened by half a frame spacing),
-       so the episode's last crop, its evidence, is as tight as the frames allow.
-    4. ``get_frame`` at that window's centre, then the answer with that window.
+    - A moment the question names (``Reference.moment``): ``get_frame`` there, then the answer.
+    - Seen frames that show the evidence (hits), in a view coarser than ``fine_spacing``: crop between the seen
+      frames around the hits (the coarse-to-fine step).
+    - Hits in a fine view: the answer; a grounding answer is the window between the frames around the hits.
+    - No hit: crop the next phase of ``Reference.search`` (the phases the question implies, most likely first),
+      between the overview frames around it; on a miss, the next one.
+    - Nothing left to try, or ``max_calls`` spent: answer with what was watched last."""
 
-    Numbers are rounded to 0.1 s: what a model has to write stays short."""
-
-    def __init__(self, reference: Reference) -> None:
+    def __init__(self, reference: Reference, *, fine_spacing: float = 1.5, max_calls: int = 4) -> None:
         self.reference = reference
+        self.fine_spacing = fine_spacing
+        self.max_calls = max_calls
 
     def identity(self) -> dict[str, str]:
         return {"backend": "scripted", "model": "teacher"}
 
     def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
         duration = _duration(messages)
-        truth = self.reference.windows[0]
-        seen = _stamps(messages[-1])
-        step = _turns_taken(messages)
+        reference = self.reference
+        overview = sorted(set(_stamps(messages[1])))
+        seen = sorted(set(_stamps(messages[-1])))
         own_turns = [message_text(m) for m in messages if m["role"] == "assistant"]
-        watched = last_crop(own_turns, duration) or (0.0, duration)  # what the last crop showed
-        if step == 0:
-            context = self.reference.context or truth
-            lo, hi = _bracket(seen, context, watched)
-            where = f"during the {self.reference.context_label}" if self.reference.context_label else "there"
-            think = (f"It should happen {where}; the overview frames at {lo:.1f}s and {hi:.1f}s bracket it. "
-                     "Watch that part.")
-        elif step == 1:
-            hits = _inside(seen, truth)
-            lo, hi = _bracket(seen, (hits[0], hits[-1]) if hits else truth, watched)
-            think = (f"The frames at {_times(hits)} show it." if hits else "No frame shows it clearly yet.")
-            think += f" Look closer between {lo:.1f}s and {hi:.1f}s."
-        elif step == 2:
-            (lo, hi), hits = _as_seen(seen, truth, watched)
-            shown = f"The frames at {_times(hits)} show it" if hits else "It falls between these frames"
-            think = f"{shown}, from about {lo:.1f}s to {hi:.1f}s. Watch just that."
-        elif step == 3:
-            centre = (watched[0] + watched[1]) / 2
-            think = f"Inspect {centre:.1f}s at full detail to be sure."
-            return render_tool_call("get_frame", {"timestamp": round(centre, 1)}, think)
-        else:
-            think = f"The frames at {_times(seen) or 'the crop'} confirm it."
-            return _answer(self.reference, [watched], think, messages)
-        return render_tool_call("crop_video", {"start_time": round(lo, 1), "end_time": round(hi, 1)}, think)
+        calls = len(own_turns)
+        watched = last_crop(own_turns, duration) or (0.0, duration)
+        if reference.moment is not None:
+            if calls == 0:
+                think = f"Look at {_time(reference.moment)}s."
+                return render_tool_call("get_frame", {"timestamp": _round(reference.moment)}, think)
+            found = (reference.moment - 1.0, reference.moment + 1.0)
+            return _answer(reference, [found], f"The frame at {_time(reference.moment)}s shows it.", messages)
+        hits = _first_hits(seen, reference.windows)
+        if hits and calls < self.max_calls and _spacing(seen) > self.fine_spacing:
+            lo, hi = _bracket(seen, (hits[0], hits[-1]), watched)
+            think = f"The {_span(hits)} it. Look closer between {_time(lo)}s and {_time(hi)}s."
+            return _crop(lo, hi, think)
+        if hits:
+            lo, hi = _bracket(seen, (hits[0], hits[-1]), watched)
+            think = f"The {_span(hits)} it, between {_time(lo)}s and {_time(hi)}s."
+            return _answer(reference, [(lo, hi)], think, messages)
+        views = [_stamps(m) for m in messages[1:] if m["role"] != "assistant"]  # the overview, then each result
+        found_before = any(_first_hits(view, reference.windows) for view in views[:-1])
+        misses = len(views) - 1  # no view has shown it yet: each call so far searched a place in vain
+        if calls < self.max_calls and not found_before and misses < len(reference.search):
+            label, phase = reference.search[misses]
+            shown = [t for t in overview if phase[0] <= t <= phase[1]]
+            lo, hi = _bracket(overview, (shown[0], shown[-1]) if shown else phase, (0.0, duration))
+            think = "No frame shows it yet." if misses == 0 else "Not there either."
+            think += f" Next most likely: the {label}, from {_time(lo)}s to {_time(hi)}s."
+            return _crop(lo, hi, think)
+        think = ("It falls between these frames; answering with the part watched last." if found_before else
+                 "No frame showed it; answering with the part watched last.")
+        if reference.grounding:
+            return render_answer(render_window(watched), think)
+        return render_answer(reference.fallback_answer, think)
+
+
+def _round(t: float) -> float:
+    return round(t, 1)  # the protocol's time format
+
+
+def _time(t: float) -> str:
+    return f"{t:.1f}"
+
+
+def _crop(lo: float, hi: float, think: str) -> str:
+    return render_tool_call("crop_video", {"start_time": _round(lo), "end_time": _round(hi)}, think)
+
+
+def _spacing(stamps: Sequence[float]) -> float:
+    """The mean gap between the frames of a view (its coarseness); a single frame is as fine as it gets."""
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else 0.0
+
+
+def _first_hits(seen: Sequence[float], windows: Sequence[Window]) -> list[float]:
+    """The seen frames inside the earliest window that any seen frame falls in (one window is localised at a time)."""
+    for window in sorted(windows):
+        inside = _inside(seen, window)
+        if inside:
+            return inside
+    return []
 
 
 class UniformBackend:

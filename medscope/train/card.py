@@ -54,6 +54,17 @@ def stage_line(run: Path, name: str, keys: tuple[str, ...]) -> str:
     return "  - " + ", ".join(parts)
 
 
+def curriculum_lines(run: Path) -> str:
+    """One line per curriculum stage: steps, wall time and the criterion reached (exact match on aside videos)."""
+    record = run / "curriculum" / "curriculum.json"
+    if not record.is_file():
+        return "  - `curriculum`: no record"
+    stages = json.loads(record.read_text())["stages"]
+    parts = [f"{s['name']} {s['steps']} steps {s['seconds']:.0f} s exact {s['curve'][-1]['exact']:.2f}"
+             for s in stages if s["curve"]]
+    return "  - `curriculum` (exact match of the answer on videos set aside): " + "; ".join(parts)
+
+
 def write_model(run: Path, model: Path, out: Path, *, name: str, preset: str, settings: dict[str, Any],
                 results_md: str) -> Path:
     """Copy ``model``'s inference files to ``out`` and write its model card (README.md); atomic per file."""
@@ -87,27 +98,32 @@ ClinVideoSuite question templates (e.g. "When does bleeding happen? Answer with 
 ## How it was made
 
 - Data: SynthClin videos generated from seeds (train and held-out videos never share a seed), preset
-  `{preset}`: `{json.dumps(settings["videos"])}`. ClinVideoSuite on the training videos: {funnel["generated"]}
-  samples generated, {funnel["kept"]} kept by the filters; each kept sample has a reference trajectory (teacher
-  policy: phase crop → bracket crop → tight crop → get_frame → answer).
-- Tokenizer: byte-level BPE trained offline on the suite's text and the protocol (vocab
-  {settings["model"]["vocab_size"]}); model `{json.dumps(settings["model"])}`.
-- Stages (wall time on a 2-core CPU; training curves as mean of the first → last 10 logged steps):
-{stage_line(run, "sft1", sft)}
-{stage_line(run, "sft2", sft)}
+  `{preset}`: `{json.dumps(settings["videos"])}`. ClinVideoSuite on the training videos (templates
+  `{", ".join(settings["suite"]["templates"])}`): {funnel["generated"]} samples generated, {funnel["kept"]} kept by
+  the filters; each kept sample has a reference trajectory from the teacher policy, whose every step follows from
+  frames already seen: the overview frames around the evidence (or the phase the question implies) → a closer
+  crop between the frames around what the crop showed → the answer window between the frames around it.
+- Tokenizer: byte-level BPE, digits split one by one, trained offline on the suite's text and the protocol
+  (vocab {settings["model"]["vocab_size"]}); model `{json.dumps(settings["model"])}`.
+- Stages (wall time on a 2-core CPU, one torch thread per process; training curves as mean of the first → last
+  10 logged steps):
+{curriculum_lines(run)}
+{stage_line(run, "sft", sft)}
 {stage_line(run, "grpo", grpo)}
-- Stage settings: `{json.dumps({k: settings[k] for k in ("sft1", "sft2", "grpo")})}`
+- Stage settings: `{json.dumps({k: settings[k] for k in ("curriculum", "sft", "grpo")})}`
 - This folder is the GA-GRPO checkpoint (`{model.name}`), inference files only.
 
 ## Scores
 
-Held-out SynthClin samples ({held_out} from the held-out videos), one run, greedy decoding. Grounding mIoU and
-R@0.5 on grounding questions; GVQA: grounded VQA accuracy and evidence mIoU; frames viewed per question. The
-uniform baseline is the same model answering from uniform frames at the model's mean frame budget; the
-ablations are GA-GRPO without the evidence reward and with plain IoU instead of the crop bonus; the teacher
-(the policy that wrote the training trajectories) and the oracle know the truth and show what imitation could
-reach. "Distinct first turns" counts the different opening turns over the questions: a model that writes
-the same search for every question and video has not learnt to read them.
+Held-out SynthClin samples ({held_out} from the held-out videos), one run, greedy decoding; mean ± standard error
+over the questions, in percent. Grounding mIoU and R@0.5 on grounding questions; GVQA: grounded VQA accuracy and
+evidence mIoU; frames viewed per question. The **uniform baseline** is the fair one: the same architecture, from
+the same curriculum checkpoint, trained on the same samples for as many epochs to answer from uniform frames
+without tools, evaluated at 1× and 4× the frames the teacher's episodes view. The ablations are GA-GRPO without
+the evidence reward and with plain IoU instead of the crop bonus. Reference rows know the truth or see perfectly:
+the teacher (it wrote the training trajectories), the oracle, and the uniform policy with perfect perception (what
+uniform frames can show at all). "Distinct first turns" counts the different opening turns over the questions: a
+model that writes the same search for every question and video has not learnt to read them.
 
 {results_md}
 

@@ -1,54 +1,67 @@
 """``medscope train all``: the whole recipe on SynthClin, end to end, resumable stage by stage.
 
-data (SynthClin videos, split by video) → suite build → tokenizer + tiny model → stage 1 SFT (warm-up) →
-stage 2 SFT (VCoT cold start) → GA-GRPO, and its ablations → evaluation of every checkpoint on held-out
-videos next to the uniform baseline → the GA-GRPO checkpoint's inference files with a model card
-(``medscope-<preset>``, what the package ships as its built-in model). Each stage writes its folder and a
-``DONE`` marker; a rerun skips finished stages and a killed stage resumes from its trainer checkpoint.
+data (SynthClin videos of varied lengths, split by video) → suite build → tokenizer + tiny model → the pointer
+curriculum (``medscope.train.curriculum``) → SFT on the teacher's trajectories (VCoT cold start) → GA-GRPO and
+its ablations; next to it the fair baseline: the same curriculum checkpoint trained on the same samples to
+answer from uniform frames without tools → evaluation of every model on held-out videos, the baseline at 1× and
+4× the agent's frames → the GA-GRPO checkpoint's inference files with a model card (``medscope-<preset>``, what
+the package ships as its built-in model).
+
+Stages form a small graph and run in ``--workers`` processes of one torch thread each as soon as what they
+need is done (on a 2-core CPU one thread per process is much faster than two threads in one: see README,
+"Benchmarks"). Each stage writes its folder and a ``DONE`` marker; a rerun skips finished stages and a killed
+stage resumes from its own checkpoints.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import multiprocessing
+import random
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medscope.io import write_text_atomic
 
-# name → (overrides of the stage configs). The tiny preset fits a 2-core CPU in under an hour.
+# name → the settings of every stage. The tiny preset fits a 2-core CPU in under an hour.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
-        # 3-minute videos with 10 events per 10 minutes: many short procedures teach more than a few long ones.
-        "videos": {"train": 40, "eval": 12, "minutes": 3.0, "events_per_10min": 10.0},
+        # Lengths vary, so overview timestamps differ between videos; 2 fps and a keyframe every frame, so the
+        # overview takes the bin centres (no snapping to keyframes that would hide short events).
+        "videos": {"train": 100, "eval": 60, "seconds": [120.0, 240.0], "fps": 2.0, "keyframe_seconds": 0.5,
+                   "events_per_10min": 10.0},
+        # Questions that need a look: events to ground, where an event appears, the phase at a time.
+        "suite": {"templates": ["ground_label", "event_where", "phase_at"]},
         "model": {"arch": "qwen3_vl", "hidden_size": 128, "layers": 4, "vision_hidden": 64, "vision_layers": 2,
-                  "vocab_size": 3000, "max_pixels": 128 * 96},
-        "sft1": {"epochs": 2.0, "lr": 1e-3, "batch_size": 4, "grad_accum": 1, "gradient_checkpointing": False},
-        # 3 epochs at 5e-4 over 108 trajectories left the 1.2 M-parameter model emitting broken JSON (loss 1.65) and
-        # GA-GRPO without a single rewarded rollout. 5 epochs at 2e-3 (630 updates) give protocol-valid turns but the
-        # same search for every question, even on training samples (5 distinct first turns over 74 questions); at
-        # 10 epochs the model starts to read the question (18 distinct, as many as the teacher writes).
-        "sft2": {"epochs": 10.0, "lr": 2e-3, "batch_size": 2, "grad_accum": 1, "gradient_checkpointing": False},
-        "grpo": {"max_steps": 40, "lr": 1e-5, "group_size": 4, "batch_size": 4, "max_completion_length": 1024,
+                  "vocab_size": 1000, "max_pixels": 128 * 96, "rope_theta": 1e4},
+        "curriculum": {"stages": "tiny", "lr": 2e-3, "batch_size": 8},
+        "sft": {"epochs": 3.0, "lr": 1e-3, "batch_size": 2, "grad_accum": 1, "gradient_checkpointing": False},
+        "grpo": {"max_steps": 40, "lr": 1e-5, "group_size": 8, "batch_size": 8, "max_completion_length": 1024,
                  "gradient_checkpointing": False},
-        "eval": {"limit": 0, "max_new_tokens": 160},
+        "eval": {"limit": 0, "max_new_tokens": 96},
     },
     # Every stage at the smallest size that runs it (a minute or two): checks an installation end to end.
     "smoke": {
-        "videos": {"train": 2, "eval": 1, "minutes": 1.0, "events_per_10min": 10.0},
+        "videos": {"train": 2, "eval": 2, "seconds": [60.0, 60.0], "fps": 2.0, "keyframe_seconds": 0.5,
+                   "events_per_10min": 10.0},
+        "suite": {"templates": ["ground_label", "event_where", "phase_at"]},
         "model": {"arch": "qwen3_vl", "hidden_size": 32, "layers": 1, "vision_hidden": 16, "vision_layers": 1,
-                  "vocab_size": 600, "max_pixels": 64 * 48},
-        "sft1": {"max_steps": 2, "lr": 1e-3, "batch_size": 2, "grad_accum": 1, "gradient_checkpointing": False},
-        "sft2": {"max_steps": 2, "lr": 1e-3, "batch_size": 1, "grad_accum": 1, "gradient_checkpointing": False},
+                  "vocab_size": 600, "max_pixels": 64 * 48, "rope_theta": 1e4},
+        "curriculum": {"stages": "smoke", "lr": 2e-3, "batch_size": 2, "check_rows": 2},
+        "sft": {"max_steps": 2, "lr": 1e-3, "batch_size": 1, "grad_accum": 1, "gradient_checkpointing": False},
         "grpo": {"max_steps": 1, "lr": 1e-5, "group_size": 2, "batch_size": 2, "max_completion_length": 128,
                  "max_tool_calls": 1, "gradient_checkpointing": False},
         "eval": {"limit": 2, "max_new_tokens": 24},
     },
 }
 ABLATIONS = {"grpo_no_evidence": {"evidence_reward": False}, "grpo_no_crop_bonus": {"crop_bonus": False}}
+BASELINE_MULTIPLES = (1, 4)  # the fair baseline's frames, as multiples of the agent's
 
 
 @dataclass(frozen=True)
@@ -57,35 +70,47 @@ class PipelineConfig:
     out: str = field(default="runs/tiny", metadata={"help": "folder of every stage's output"})
     seed: int = field(default=0, metadata={"help": "seed of the data and the model"})
     ablations: bool = field(default=True, metadata={"help": "also train the GA-GRPO ablations"})
+    workers: int = field(default=2, metadata={"help": "stages run at once, one process of one torch thread each"})
 
 
-def _stage(out: Path, name: str, run: Callable[[Path], Any]) -> Path:
-    """Run one stage into ``out/name`` unless it finished before; prints its wall time."""
-    folder = out / name
+# ---- stages: module-level functions of picklable arguments, so that a worker process can run them ----------------
+def run_stage(out: str, name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> float:
+    """Run one stage into ``out/name`` unless it finished before; returns its wall time (0 when skipped)."""
+    folder = Path(out) / name
     if (folder / "DONE").exists():
-        print(f"[{name}] done before, skipped", file=sys.stderr)
-        return folder
+        print(f"[{name}] done before, skipped", file=sys.stderr, flush=True)
+        return 0.0
     started = time.monotonic()
     print(f"[{name}] ...", file=sys.stderr, flush=True)
-    run(folder)
-    write_text_atomic(folder / "DONE", f"{time.monotonic() - started:.1f}\n")
-    print(f"[{name}] {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
-    return folder
+    fn(folder, **kwargs)
+    seconds = time.monotonic() - started
+    write_text_atomic(folder / "DONE", f"{seconds:.1f}\n")
+    print(f"[{name}] {seconds:.0f}s", file=sys.stderr, flush=True)
+    return seconds
 
 
-def _videos(folder: Path, seeds: Iterable[int], minutes: float, events_per_10min: float) -> None:
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def videos_stage(folder: Path, seeds: list[int], spec: dict[str, Any]) -> None:
     from medscope.video.synthclin import SynthClinConfig, generate
 
     for seed in seeds:
-        generate(SynthClinConfig(duration_seconds=minutes * 60, seed=seed, events_per_10min=events_per_10min), folder)
+        low, high = spec["seconds"]
+        seconds = round(random.Random(f"length/{seed}").uniform(low, high), 1)  # lengths vary with the seed
+        generate(SynthClinConfig(duration_seconds=seconds, fps=spec["fps"], keyframe_seconds=spec["keyframe_seconds"],
+                                 seed=seed, events_per_10min=spec["events_per_10min"]), folder)
 
 
-def _suite(videos: Path, folder: Path) -> None:
+def suite_stage(folder: Path, videos: str, spec: dict[str, Any]) -> None:
     from medscope.suite.build import BuildConfig, build
     from medscope.suite.qa import QAConfig
 
-    # Six questions per task and video, as the shipped model was trained with; real sources keep all (no cap).
-    build(BuildConfig(source="synthclin", annotations=str(videos), out=str(folder), qa=QAConfig(max_per_task=6)))
+    build(BuildConfig(source="synthclin", annotations=videos, out=str(folder),
+                      qa=QAConfig(templates=tuple(spec["templates"])), workers=1))
 
 
 def corpus(suite: Path) -> list[str]:
@@ -101,117 +126,247 @@ def corpus(suite: Path) -> list[str]:
     return texts
 
 
-def _init_model(suite: Path, folder: Path, spec: dict[str, Any], seed: int) -> None:
+def init_stage(folder: Path, suite: str, spec: dict[str, Any], seed: int) -> None:
     from medscope.train import tiny
 
     arch = spec["arch"]
-    tokenizer = tiny.build_tokenizer(corpus(suite), vocab_size=spec["vocab_size"],
+    tokenizer = tiny.build_tokenizer(corpus(Path(suite)), vocab_size=spec["vocab_size"],
                                      chat_template=tiny.load_chat_template(arch))
     model = tiny.build_tiny_model(arch, tokenizer, hidden_size=spec["hidden_size"], layers=spec["layers"],
-                                  vision_hidden=spec["vision_hidden"], vision_layers=spec["vision_layers"], seed=seed)
+                                  vision_hidden=spec["vision_hidden"], vision_layers=spec["vision_layers"],
+                                  rope_theta=spec.get("rope_theta"), seed=seed)
     processor = tiny.build_processor(arch, tokenizer, max_pixels=spec["max_pixels"])
     tiny.save_tiny(model, processor, folder)
 
 
-def _evaluate(model: Path | str, samples: Path, folder: Path, spec: dict[str, Any], baseline: bool) -> dict[str, Any]:
-    """Evaluate a model folder (hf backend), or a scripted policy named by ``model``."""
+def curriculum_stage(folder: Path, videos: str, model: str, spec: dict[str, Any], seed: int) -> None:
+    from medscope.train import curriculum
+
+    stages = curriculum.STAGES[spec["stages"]]
+    config = curriculum.CurriculumConfig(videos=videos, model=model, out=str(folder), lr=spec["lr"],
+                                         batch_size=spec["batch_size"], check_rows=spec.get("check_rows", 48),
+                                         seed=seed)
+    curriculum.main(config, stages)
+
+
+def uniform_frames(suite: Path) -> int:
+    """The frames the teacher's episodes view on average (overview and tool results): the budget at which the
+    fair baseline sees uniform frames."""
+    from medscope.suite.records import read_jsonl
+
+    counts = [len(t.overview) + sum(len(turn["observation"]["timestamps"]) for turn in t.turns
+                                    if turn.get("observation")) for t in read_jsonl(suite / "trajectories.jsonl",
+                                                                                     "trajectory")]
+    return max(1, math.ceil(sum(counts) / max(1, len(counts))))
+
+
+def uniform_agent(frames: int, max_new_tokens: int = 512) -> Any:
+    """An agent whose overview is ``frames`` uniform frames and who has no frame left for a tool."""
+    from medscope.agent.loop import AgentConfig
+    from medscope.video.tools import ToolConfig
+
+    return AgentConfig(max_new_tokens=max_new_tokens, tools=ToolConfig(overview_frames=frames, max_frames=frames))
+
+
+def uniform_trajectories_stage(folder: Path, suite: str) -> None:
+    """The baseline's training episodes: each training sample answered by ``UniformBackend`` from as many
+    uniform frames as the teacher's episodes view (the labels around the frames that show it, else the phase the
+    question implies)."""
+    from medscope.agent.backends.scripted import UniformBackend
+    from medscope.agent.loop import run_episode
+    from medscope.suite.records import Trajectory, read_jsonl, write_jsonl
+    from medscope.suite.trajectories import reference_for
+
+    agent, out = uniform_agent(uniform_frames(Path(suite))), []
+    for sample in read_jsonl(Path(suite) / "samples.jsonl", "sample"):
+        episode = run_episode(UniformBackend(reference_for(sample)), sample.video, sample.question, agent,
+                              options=sample.options, task=sample.task, sample_id=sample.id)
+        turns = [{"text": turn.raw, "observation": None} for turn in episode.turns]
+        out.append(Trajectory(sample, turns, "cot", episode.overview.timestamps if episode.overview else []))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jsonl(folder / "trajectories.jsonl", out)
+
+
+def sft_stage(folder: Path, data: str, model: str, settings: dict[str, Any], seed: int,
+              uniform_suite: str | None) -> None:
+    """SFT on trajectories; ``uniform_suite``: the fair baseline's, whose prompt shows uniform frames."""
+    from medscope.train import sft
+    from medscope.train.configs import SFTStageConfig
+
+    agent = {} if uniform_suite is None else {"agent": uniform_agent(uniform_frames(Path(uniform_suite)))}
+    sft.main(SFTStageConfig(stage=2, data=data, model=model, out=str(folder), seed=seed, **settings, **agent))
+
+
+def grpo_stage(folder: Path, data: str, model: str, settings: dict[str, Any], seed: int) -> None:
+    from medscope.train import grpo
+    from medscope.train.configs import GRPOStageConfig
+
+    grpo.main(GRPOStageConfig(data=data, model=model, out=str(folder), seed=seed, **settings))
+
+
+def eval_stage(folder: Path, model: str, samples: str, spec: dict[str, Any], uniform: tuple[str, int] | None) -> None:
+    """Evaluate a model folder (hf backend) or a scripted policy named by ``model``; ``uniform`` = (training
+    suite, multiple): as a uniform baseline that sees ``multiple`` times the teacher's frames and no tools."""
     from medscope.agent.loop import AgentConfig
     from medscope.eval.runner import SCRIPTED, EvalConfig, evaluate
     from medscope.eval.tables import write_tables
 
-    scripted = isinstance(model, str) and model in SCRIPTED
-    config = EvalConfig(samples=str(samples), out=str(folder), backend=str(model) if scripted else "hf",
-                        model=None if scripted else str(model),
-                        baseline="uniform" if baseline else "none", limit=spec["limit"],
-                        agent=AgentConfig(max_new_tokens=spec["max_new_tokens"]))
-    return write_tables(evaluate(config), folder)
+    scripted = model in SCRIPTED
+    if uniform is None:
+        agent = AgentConfig(max_new_tokens=spec["max_new_tokens"])
+    else:
+        agent = uniform_agent(uniform_frames(Path(uniform[0])) * uniform[1], spec["max_new_tokens"])
+    config = EvalConfig(samples=samples, out=str(folder), backend=model if scripted else "hf",
+                        model=None if scripted else model, baseline="none", limit=spec["limit"], agent=agent)
+    write_tables(evaluate(config), folder)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A stage, what it runs, and the stages it needs finished first."""
+
+    name: str
+    fn: Callable[..., Any]
+    kwargs: dict[str, Any]
+    needs: tuple[str, ...] = ()
+
+
+def run_jobs(out: Path, jobs: list[Job], workers: int) -> None:
+    """Run ``jobs`` in dependency order, up to ``workers`` at once, each in a process of one torch thread (spawned:
+    a forked torch is not safe). A failed stage stops the run; the finished ones stay done."""
+    names = {job.name for job in jobs}
+    missing = sorted({need for job in jobs for need in job.needs} - names)
+    if missing:
+        raise ValueError(f"stages need stages that are not in the run: {', '.join(missing)}")
+    pending = {job.name: job for job in jobs}
+    done: set[str] = set()
+    running: dict[Future[float], str] = {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context, initializer=_one_thread) as pool:
+        while pending or running:
+            ready = [job for job in pending.values() if set(job.needs) <= done]
+            for job in ready[: max(1, workers) - len(running)]:
+                running[pool.submit(run_stage, str(out), job.name, job.fn, job.kwargs)] = job.name
+                del pending[job.name]
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name = running.pop(future)
+                future.result()
+                done.add(name)
+
+
+def plan(config: PipelineConfig) -> tuple[list[Job], dict[str, str]]:
+    """Every stage of the run and, for the results table, the eval stage of each row."""
+    preset, out = PRESETS[config.preset], Path(config.out)
+    v, seed = preset["videos"], config.seed
+    train_seeds = list(range(seed, seed + v["train"]))
+    eval_seeds = list(range(seed + 10_000, seed + 10_000 + v["eval"]))  # held-out videos, never trained on
+    path = {name: str(out / name) for name in ("videos_train", "videos_eval", "suite_train", "suite_eval", "init",
+                                                 "curriculum", "uniform_trajectories")}
+    train_samples = str(out / "suite_train" / "samples.jsonl")
+    eval_samples = str(out / "suite_eval" / "samples.jsonl")
+    jobs = [
+        Job("videos_train", videos_stage, {"seeds": train_seeds, "spec": v}),
+        Job("videos_eval", videos_stage, {"seeds": eval_seeds, "spec": v}),
+        Job("suite_train", suite_stage, {"videos": path["videos_train"], "spec": preset["suite"]}, ("videos_train",)),
+        Job("suite_eval", suite_stage, {"videos": path["videos_eval"], "spec": preset["suite"]}, ("videos_eval",)),
+        Job("init", init_stage, {"suite": path["suite_train"], "spec": preset["model"], "seed": seed},
+            ("suite_train",)),
+        Job("curriculum", curriculum_stage, {"videos": path["videos_train"], "model": path["init"],
+                                             "spec": preset["curriculum"], "seed": seed}, ("init",)),
+        Job("uniform_trajectories", uniform_trajectories_stage, {"suite": path["suite_train"]}, ("suite_train",)),
+        # The agent learns from the teacher's episodes; the fair baseline, from the same curriculum checkpoint and
+        # the same samples for as many epochs, to answer from uniform frames.
+        Job("sft", sft_stage, {"data": str(out / "suite_train" / "trajectories.jsonl"), "model": path["curriculum"],
+                               "settings": preset["sft"], "seed": seed, "uniform_suite": None}, ("curriculum",)),
+        Job("sft_uniform", sft_stage, {"data": str(out / "uniform_trajectories" / "trajectories.jsonl"),
+                                       "model": path["curriculum"], "settings": preset["sft"], "seed": seed,
+                                       "uniform_suite": path["suite_train"]}, ("curriculum", "uniform_trajectories")),
+    ]
+    runs: dict[str, dict[str, Any]] = {"grpo": {}} | (ABLATIONS if config.ablations else {})
+    for name, flags in runs.items():
+        jobs.append(Job(name, grpo_stage, {"data": train_samples, "model": str(out / "sft"),
+                                           "settings": preset["grpo"] | flags, "seed": seed}, ("sft",)))
+    rows: dict[str, str] = {}
+
+    def evaluate(row: str, model: str, needs: tuple[str, ...], multiple: int | None = None) -> None:
+        name = f"eval_{row.replace(' ', '_').replace('×', 'x')}"
+        uniform = None if multiple is None else (path["suite_train"], multiple)
+        jobs.append(Job(name, eval_stage, {"model": model, "samples": eval_samples, "spec": preset["eval"],
+                                           "uniform": uniform}, ("suite_eval", *needs)))
+        rows[row] = name
+
+    for name in ("sft", *runs):
+        evaluate(name, str(out / name), (name,))
+    for multiple in BASELINE_MULTIPLES:
+        evaluate(f"uniform baseline {multiple}×", str(out / "sft_uniform"), ("sft_uniform",), multiple)
+    # Reference rows, not models: the teacher that wrote the trajectories and the oracle know the truth; the
+    # scripted uniform policy sees perfectly what uniform frames show. What imitation and uniform sampling could reach.
+    for policy in ("teacher", "oracle"):
+        evaluate(policy, policy, ())
+    evaluate("uniform (perfect perception) 1×", "uniform", ("suite_train",), 1)
+    return jobs, rows
 
 
 def main(config: PipelineConfig) -> dict[str, Any]:
-    from medscope.train import grpo, sft
     from medscope.train.card import write_model
-    from medscope.train.configs import GRPOStageConfig, SFTStageConfig
 
     if config.preset not in PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; choose one of {', '.join(PRESETS)}")
-    preset, out = PRESETS[config.preset], Path(config.out)
-    v = preset["videos"]
-    train_seeds = range(config.seed, config.seed + v["train"])
-    eval_seeds = range(config.seed + 10_000, config.seed + 10_000 + v["eval"])  # held-out videos, never trained on
-    videos_train = _stage(out, "videos_train", lambda f: _videos(f, train_seeds, v["minutes"], v["events_per_10min"]))
-    videos_eval = _stage(out, "videos_eval", lambda f: _videos(f, eval_seeds, v["minutes"], v["events_per_10min"]))
-    suite_train = _stage(out, "suite_train", lambda f: _suite(videos_train, f))
-    suite_eval = _stage(out, "suite_eval", lambda f: _suite(videos_eval, f))
-    init = _stage(out, "init", lambda f: _init_model(suite_train, f, preset["model"], config.seed))
-
-    def sft_stage(stage: int, data: Path, model: Path) -> Callable[[Path], Any]:
-        overrides = preset[f"sft{stage}"]
-        return lambda f: sft.main(SFTStageConfig(stage=stage, data=str(data), model=str(model), out=str(f),
-                                                     seed=config.seed, **overrides))
-
-    sft1 = _stage(out, "sft1", sft_stage(1, suite_train / "samples.jsonl", init))
-    sft2 = _stage(out, "sft2", sft_stage(2, suite_train / "trajectories.jsonl", sft1))
-    def grpo_stage(settings: dict[str, Any]) -> Callable[[Path], Any]:
-        return lambda f: grpo.main(GRPOStageConfig(data=str(suite_train / "samples.jsonl"), model=str(sft2),
-                                                        out=str(f), seed=config.seed, **settings))
-
-    def eval_stage(model: Path | str, baseline: bool) -> Callable[[Path], Any]:
-        return lambda f: _evaluate(model, suite_eval / "samples.jsonl", f, preset["eval"], baseline)
-
-    runs: dict[str, dict[str, Any]] = {"grpo": {}} | (ABLATIONS if config.ablations else {})
-    checkpoints = {"sft": sft2}
-    for name, flags in runs.items():
-        checkpoints[name] = _stage(out, name, grpo_stage(preset["grpo"] | flags))
-    tables = {}
-    # Reference rows: the teacher that wrote the trajectories (it uses the truth where frames cannot tell) and the
-    # oracle; what imitation could reach, not models.
-    evaluated: dict[str, Path | str] = {**checkpoints, "teacher": "teacher", "oracle": "oracle"}
-    variety = {}
-    for name, model in evaluated.items():
-        folder = _stage(out, f"eval_{name}", eval_stage(model, baseline=name == "sft"))
-        tables[name] = json.loads((folder / "tables.json").read_text())
-        variety[name] = first_turn_variety(folder / "results.jsonl")
-    summary = summarize_runs(tables, variety)
+    out = Path(config.out)
+    jobs, rows = plan(config)
+    run_jobs(out, jobs, config.workers)
+    table = {row: summarize(out / stage) for row, stage in rows.items()}
+    summary = results_table(table)
     write_text_atomic(out / "results.md", summary + "\n")
-    write_text_atomic(out / "results.json", json.dumps(tables, indent=2))
-    # The GA-GRPO checkpoint with its model card: what medscope/models/medscope-tiny ships.
+    write_text_atomic(out / "results.json", json.dumps(table, indent=2) + "\n")
     name = f"medscope-{config.preset}"
-    _stage(out, name, lambda f: write_model(out, checkpoints["grpo"], f, name=name, preset=config.preset,
-                                            settings=preset, results_md=summary))
+    run_stage(str(out), name, lambda f: write_model(out, out / "grpo", f, name=name, preset=config.preset,
+                                                    settings=PRESETS[config.preset], results_md=summary), {})
     print(summary)
-    return tables
+    return table
 
 
-def first_turn_variety(results: Path) -> str:
-    """How many different first turns a policy wrote over the questions, as ``k/n``: a model that writes the same
-    search for every question and video has not learnt to read them, whatever its scores."""
-    firsts = [json.loads(line)["episode"]["turns"][0]["raw"] for line in results.open() if line.strip()]
-    return f"{len(set(firsts))}/{len(firsts)}"
+def _mean_se(values: list[float]) -> dict[str, float] | None:
+    """Mean and standard error (sample standard deviation / sqrt n) of per-question scores, in percent."""
+    if not values:
+        return None
+    n = len(values)
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    return {"mean": 100 * mean, "se": 100 * math.sqrt(var / n), "n": n}
 
 
-def summarize_runs(tables: dict[str, dict[str, dict[str, Any]]], variety: dict[str, str] | None = None) -> str:
-    """SFT vs GA-GRPO vs ablations vs uniform: grounding mIoU, grounded-VQA accuracy and mIoU, frames viewed, and
-    (``variety``) the distinct first turns of each policy."""
-    variety = variety or {}
-    rows = ["| model | grounding mIoU | R@0.5 | GVQA Acc | GVQA mIoU | frames viewed | distinct first turns |",
-            "|---|---|---|---|---|---|---|"]
+def summarize(folder: Path) -> dict[str, Any]:
+    """One row of the results table from an eval folder's ``results.jsonl``."""
+    results = [json.loads(line) for line in (folder / "results.jsonl").open() if line.strip()]
+    ground = [r for r in results if r["task"] == "grounding"]
+    vqa = [r for r in results if r["task"] == "grounded_vqa"]
+    firsts = [r["episode"]["turns"][0]["raw"] for r in results if r["episode"]["turns"]]
+    return {
+        "grounding_miou": _mean_se([r["metrics"]["iou"] for r in ground]),
+        "grounding_r05": _mean_se([float(r["metrics"]["iou"] >= 0.5) for r in ground]),
+        "gvqa_accuracy": _mean_se([r["metrics"]["accuracy"] for r in vqa]),
+        "gvqa_miou": _mean_se([r["metrics"]["evidence_iou"] for r in vqa]),
+        "frames_viewed": sum(r["metrics"]["frames_viewed"] for r in results) / max(1, len(results)),
+        "distinct_first_turns": [len(set(firsts)), len(firsts)],
+        "questions": len(results),
+    }
 
-    def value(entry: dict[str, Any] | None, key: str) -> str:
-        if not entry or key not in entry or entry[key] is None:
-            return "–"
-        v = entry[key]
-        return f"{v['value']:.1f}" if isinstance(v, dict) else f"{v:.1f}"
 
-    for name, runs in tables.items():
-        for run, table in runs.items():
-            label = name if run == "agent" else f"uniform baseline ({name} model)"
-            label += " (reference, knows the truth)" if name in ("teacher", "oracle") else ""
-            ground = next((e for k, e in table.items() if k.startswith("grounding/")), None)
-            vqa = next((e for k, e in table.items() if k.startswith("grounded_vqa/")), None)
-            frames = [e["frames_viewed"] for e in table.values()]
-            mean_frames = f"{sum(frames) / len(frames):.1f}" if frames else "–"
-            turns = variety.get(name, "–") if run == "agent" else "–"
-            rows.append(f"| {label} | {value(ground, 'mIoU')} | {value(ground, 'R@0.5')} | {value(vqa, 'Acc')} | "
-                        f"{value(vqa, 'mIoU')} | {mean_frames} | {turns} |")
-    return "\n".join(rows)
+def results_table(table: dict[str, dict[str, Any]]) -> str:
+    """Markdown: each row's grounding mIoU and R@0.5, grounded-VQA accuracy and evidence mIoU (mean ± standard
+    error over the held-out questions), frames viewed and distinct first turns."""
+    def cell(entry: dict[str, float] | None) -> str:
+        return "–" if not entry else f"{entry['mean']:.1f} ± {entry['se']:.1f}"
 
+    lines = ["| model | grounding mIoU | grounding R@0.5 | GVQA Acc | GVQA mIoU | frames viewed "
+             "| distinct first turns |",
+             "|---|---|---|---|---|---|---|"]
+    for row, r in table.items():
+        distinct, total = r["distinct_first_turns"]
+        lines.append(f"| {row} | {cell(r['grounding_miou'])} | {cell(r['grounding_r05'])} | "
+                     f"{cell(r['gvqa_accuracy'])} | {cell(r['gvqa_miou'])} | {r['frames_viewed']:.1f} | "
+                     f"{distinct}/{total} |")
+    n = max((r["questions"] for r in table.values()), default=0)
+    return "\n".join(lines) + f"\n\n{n} held-out questions; mean ± standard error, in percent."

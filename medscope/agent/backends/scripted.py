@@ -243,18 +243,28 @@ class UniformBackend:
         return {"backend": "scripted", "model": "uniform"}
 
     def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
+        """The labels around the overview frames that show it; when none does, the phase the question implies
+        most (``Reference.search``), between the frames around it, else the middle of the video: the best a
+        policy that only has these frames can write, with the times it saw."""
         duration = _duration(messages)
         seen = sorted(set(_stamps(messages[1])))
-        gap = duration / max(len(seen), 1)
-        hits = [t for t in seen if any(s <= t <= e for s, e in self.reference.windows)]
-        if hits:  # the evidence fell on overview frames: bracket them by half a sampling gap
-            window = (max(0.0, hits[0] - gap / 2), min(duration, hits[-1] + gap / 2))
-            think = f"Overview frames at {', '.join(f'{t:.1f}s' for t in hits)} show it."
+        hits = _first_hits(seen, self.reference.windows)
+        if hits:
+            window = _bracket(seen, (hits[0], hits[-1]), (0.0, duration))
+            think = f"The {_span(hits)} it, between {_time(window[0])}s and {_time(window[1])}s."
             return _answer(self.reference, [window], think, messages)
-        guess = (max(0.0, duration / 2 - gap / 2), min(duration, duration / 2 + gap / 2))
-        think = "No overview frame shows it; guessing the middle of the video."
+        if self.reference.search:
+            label, phase = self.reference.search[0]
+            shown = [t for t in seen if phase[0] <= t <= phase[1]]
+            window = _bracket(seen, (shown[0], shown[-1]) if shown else phase, (0.0, duration))
+            think = (f"No frame shows it; most likely during the {label}, from {_time(window[0])}s to "
+                     f"{_time(window[1])}s.")
+        else:
+            gap = duration / max(len(seen), 1)
+            window = (max(0.0, duration / 2 - gap / 2), min(duration, duration / 2 + gap / 2))
+            think = "No frame shows it; guessing the middle of the video."
         if self.reference.grounding:
-            return render_answer(render_window(guess), think)
+            return render_answer(render_window(window), think)
         return render_answer(self.reference.fallback_answer, think)
 
 

@@ -1,0 +1,290 @@
+"""The pointer curriculum: the skills a small model learns late, taught one at a time before the trajectories.
+
+Answering "when?" by looking means copying the timestamp labels of the frames that show something. A
+randomly initialised model does not find that skill inside whole agent episodes (held-out grounding stays at
+0), but learns it in a few CPU minutes when it comes in steps, each stopped by a measured criterion rather than
+a step count (the skill appears at a different point in each run):
+
+1. ``copy``: a question, then timestamp labels with a word saying what each frame shows and no image; the
+   answer is the window between the labels around the ones that show it. A text copy, few items first.
+2. ``look``: one frame → what it shows and the phase (perception, a short warm-up).
+3. ``point``: the same question over real frames, whose words fade out over the first steps, few frames
+   first. Questions ask for an event (a few seconds) or a phase (its span), as a crop does in an episode.
+
+Rows are single user turns (question first, then the labelled frames, as ``protocol.first_user_message``
+renders them) and a bare ``<answer>[lo, hi]</answer>``: no system prompt, so a row costs tens of tokens,
+not a thousand. Frames come from the training videos only, decoded once; a tenth of the videos are kept aside
+to measure the criterion (exact match of every answer token under teacher forcing, which is what greedy
+decoding writes). Nothing here reads the held-out videos.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from medscope.agent.backends.base import Message, image_part, text_part
+from medscope.agent.backends.openai import smart_resize
+from medscope.agent.protocol import format_seconds, format_time, question_text
+from medscope.io import write_text_atomic
+from medscope.video.source import VideoSource
+from medscope.video.tools import ToolConfig
+
+log = logging.getLogger(__name__)
+
+NOTHING = "nothing"
+
+
+@dataclass(frozen=True)
+class Stage:
+    kind: str  # copy | look | point
+    frames: int  # frames (labels) per row
+    max_steps: int
+    hint_fade: int = 0  # point: steps over which the words next to the frames fade out (0: no words)
+
+
+# The stages of the tiny recipe, from the measured diagnosis: few items before many, text before images.
+TINY_STAGES: tuple[Stage, ...] = (
+    Stage("copy", 4, 3000), Stage("copy", 8, 2000),
+    Stage("look", 1, 1500),
+    Stage("point", 4, 1500, hint_fade=600), Stage("point", 8, 1500, hint_fade=300), Stage("point", 16, 1500),
+)
+# Each kind of stage once, a few steps: checks the code path end to end.
+SMOKE_STAGES: tuple[Stage, ...] = (Stage("copy", 4, 2), Stage("look", 1, 2), Stage("point", 4, 2, hint_fade=1))
+STAGES = {"tiny": TINY_STAGES, "smoke": SMOKE_STAGES}
+
+
+@dataclass(frozen=True)
+class CurriculumConfig:
+    videos: str = field(default="", metadata={"help": "folder of training videos with SynthClin-style annotations"})
+    model: str = field(default="", metadata={"help": "model folder to start from"})
+    out: str = field(default="", metadata={"help": "output folder: the trained model and curriculum.json"})
+    lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate (constant after a short warm-up)"})
+    batch_size: int = field(default=8, metadata={"help": "rows per step"})
+    criterion: float = field(default=0.8, metadata={"help": "exact match on the aside videos that ends a stage"})
+    check_every: int = field(default=50, metadata={"help": "steps between criterion checks"})
+    check_rows: int = field(default=48, metadata={"help": "rows of the aside videos per check"})
+    spacing: tuple[float, float] = field(default=(0.5, 4.0), metadata={"help": "seconds between a row's frames"})
+    seed: int = 0
+
+
+@dataclass
+class _Video:
+    """One annotated video's frames (decoded once) and what each frame shows."""
+
+    times: list[float]
+    images: list[Image.Image]
+    events: list[tuple[str, float, float]]  # (label, start, end)
+    phases: list[tuple[str, float, float]]
+
+    def shows(self, t: float) -> str:
+        return next((label for label, s, e in self.events if s <= t <= e), NOTHING)
+
+    def phase(self, t: float) -> str:
+        return next((label for label, s, e in self.phases if s <= t < e), self.phases[-1][0])
+
+
+def _human(label: str) -> str:
+    return label.replace("_", " ")
+
+
+def load_videos(folder: Path, processor: Any, max_pixels: int = ToolConfig().crop_max_pixels) -> list[_Video]:
+    """Every ``*.json`` annotation in ``folder`` with its video, all frames decoded as ``crop_video`` decodes them
+    (``max_pixels``) and resized as ``processor`` will resize them (done once here, not at every step)."""
+    images = processor.image_processor
+    factor = images.patch_size * images.merge_size
+    videos = []
+    for path in sorted(folder.glob("*.json")):
+        annotation = json.loads(path.read_text())
+        with VideoSource(folder / annotation["video"]) as source:
+            frames = source.frames_at_indices(range(source.num_frames), max_pixels=max_pixels)
+        size = smart_resize(frames[0].image.height, frames[0].image.width, factor=factor,
+                            min_pixels=images.size.shortest_edge, max_pixels=images.size.longest_edge)
+        resized = [f.image.resize((size[1], size[0]), Image.Resampling.BICUBIC) for f in frames]
+        videos.append(_Video([f.pts_seconds for f in frames], resized,
+                             [(_human(e["label"]), e["start"], e["end"]) for e in annotation["events"]],
+                             [(f"{_human(p['label'])} phase", p["start"], p["end"]) for p in annotation["phases"]]))
+    if not videos:
+        raise ValueError(f"no annotated videos (*.json beside *.mp4) in {folder}")
+    return videos
+
+
+def _bracket(times: Sequence[float], hits: Sequence[float]) -> tuple[float, float]:
+    """The labels around the hits (the row's ends when the hits reach them): what the teacher writes."""
+    return (max((t for t in times if t < hits[0]), default=times[0]),
+            min((t for t in times if t > hits[-1]), default=times[-1]))
+
+
+def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float, float], *,
+                images: bool, hint: float) -> list[Message] | None:
+    """``n`` frames, uniformly spread over a window that holds an event or a phase; the answer is the window
+    between the labels around the frames that show it. None when the draw shows nothing (draw again)."""
+    if video.events and rng.random() < 0.7:
+        label, start, end = rng.choice(video.events)
+        question = f"When does {label} happen? Answer with the time window(s) in seconds."
+    else:
+        label, start, end = rng.choice(video.phases)
+        question = f"When does the {label} take place? Answer with the time window(s) in seconds."
+    gap = rng.uniform(*spacing)
+    width = gap * n
+    duration = video.times[-1]
+    lo = rng.uniform(max(0.0, start - width + gap), min(end, max(0.0, duration - width)))
+    picked = sorted({_nearest(video.times, lo + (j + 0.5) * gap) for j in range(n)})
+    times = [video.times[i] for i in picked]
+    hits = [t for t in times if start <= t <= end]
+    if not hits or len(times) < 2:
+        return None
+    parts = [text_part(question_text(question) + "\nFrames:")]
+    words = rng.random() < hint
+    for index, t in zip(picked, times, strict=True):
+        label_text = format_seconds(t)
+        if words or not images:
+            shown = label if start <= t <= end else NOTHING
+            label_text += f" {shown}"
+        parts.append(text_part(label_text))
+        if images:
+            parts.append(image_part(video.images[index]))
+    a, b = _bracket(times, hits)
+    answer = f"<answer>[{format_time(a)}, {format_time(b)}]</answer>"
+    return [{"role": "user", "content": parts}, {"role": "assistant", "content": [text_part(answer)]}]
+
+
+def look_row(video: _Video, rng: random.Random) -> list[Message]:
+    """One frame → what it shows and its phase (an event frame half the time: events are rare)."""
+    if video.events and rng.random() < 0.5:
+        _, start, end = rng.choice(video.events)
+        index = _nearest(video.times, rng.uniform(start, end))
+    else:
+        index = rng.randrange(len(video.times))
+    t = video.times[index]
+    parts = [text_part(question_text("What does this frame show, and in which phase?")),
+             text_part(format_seconds(t)), image_part(video.images[index])]
+    answer = f"<answer>{video.shows(t)}; {video.phase(t)}</answer>"
+    return [{"role": "user", "content": parts}, {"role": "assistant", "content": [text_part(answer)]}]
+
+
+def _nearest(times: Sequence[float], t: float) -> int:
+    i = bisect.bisect_left(times, t)
+    if i == 0:
+        return 0
+    if i == len(times):
+        return len(times) - 1
+    return i if times[i] - t < t - times[i - 1] else i - 1
+
+
+def draw(stage: Stage, videos: Sequence[_Video], rng: random.Random, spacing: tuple[float, float],
+         step: int) -> list[Message]:
+    while True:
+        video = rng.choice(videos)
+        if stage.kind == "look":
+            return look_row(video, rng)
+        hint = max(0.0, 1.0 - step / stage.hint_fade) if stage.hint_fade else 0.0
+        row = pointer_row(video, stage.frames, rng, spacing, images=stage.kind == "point", hint=hint)
+        if row is not None:
+            return row
+
+
+def exact_match(logits: Any, labels: Any) -> list[bool]:
+    """Per row: every labelled token is the argmax of the logits before it (what greedy decoding would write)."""
+    predicted = logits[:, :-1].argmax(-1)
+    target = labels[:, 1:]
+    mask = target != -100
+    return [bool(((predicted[r] == target[r]) | ~mask[r]).all()) for r in range(target.shape[0])]
+
+
+def main(config: CurriculumConfig, stages: Sequence[Stage] = TINY_STAGES) -> dict[str, Any]:
+    """Run the stages; writes the model and ``curriculum.json`` (per stage: steps, seconds, criterion curve).
+
+    Each finished stage saves its model under ``out/stages/`` and is recorded in ``curriculum.json``: a killed
+    run starts again from the last finished stage. Every stage has its own data seed and a fresh optimizer, so a
+    resumed run is the run that was not killed."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from medscope.agent.backends.processors import load_processor
+    from medscope.train.data import to_row
+    from medscope.train.sft import AgentSFTCollator, save_model
+
+    if not config.videos or not config.model or not config.out:
+        raise ValueError("the curriculum needs videos, model and out folders")
+    source, out = Path(config.model), Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"config": asdict(config), "stages": []}
+    record = out / "curriculum.json"
+    if record.is_file():
+        done = json.loads(record.read_text())["stages"]
+        if [s["name"] for s in done] == [_name(k, s) for k, s in enumerate(stages)][: len(done)]:
+            report["stages"] = done
+            if done:
+                source = out / "stages" / done[-1]["name"]
+    processor = load_processor(source)
+    model = AutoModelForImageTextToText.from_pretrained(source, local_files_only=True)
+    videos = load_videos(Path(config.videos), processor)
+    aside = max(1, len(videos) // 10)  # the criterion is measured on videos never trained on
+    train_videos, check_videos = videos[aside:], videos[:aside]
+    collate = AgentSFTCollator(processor, tools=())
+    for number, stage in enumerate(stages):
+        name = _name(number, stage)
+        if number < len(report["stages"]):
+            continue
+        torch.manual_seed(config.seed + number)
+        rng = random.Random(f"{config.seed}/train/{name}")
+        check_rng = random.Random(f"{config.seed}/check/{name}")
+        checks = [to_row(draw(stage, check_videos, check_rng, config.spacing, stage.max_steps))
+                  for _ in range(config.check_rows)]
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+        started, curve, step = time.monotonic(), [], 0
+        model.train()
+        while step < stage.max_steps:
+            batch = collate([to_row(draw(stage, train_videos, rng, config.spacing, step))
+                             for _ in range(config.batch_size)])
+            for group in optimizer.param_groups:  # a short warm-up: Adam's first steps are large
+                group["lr"] = config.lr * min(1.0, (step + 1) / 50)
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+            step += 1
+            if step % config.check_every == 0 or step == stage.max_steps:
+                score = _check(model, collate, checks, config.batch_size)
+                curve.append({"step": step, "loss": round(float(loss), 4), "exact": round(score, 3)})
+                log.info("curriculum %s step %d loss %.3f exact %.2f", name, step, float(loss), score)
+                model.train()
+                # A faded-hint stage ends only once the hints are gone: passing with words is the copy skill.
+                if score >= config.criterion and step >= stage.hint_fade:
+                    break
+        model.eval()
+        save_model(model, processor, out / "stages" / name, source=source)
+        report["stages"].append({"name": name, **asdict(stage), "steps": step,
+                                 "seconds": round(time.monotonic() - started, 1), "curve": curve})
+        write_text_atomic(record, json.dumps(report, indent=1) + "\n")
+    model.eval()
+    save_model(model, processor, out, source=source)
+    return report
+
+
+def _name(number: int, stage: Stage) -> str:
+    return f"{number}-{stage.kind}{stage.frames}"
+
+
+def _check(model: Any, collate: Any, rows: Sequence[dict[str, Any]], batch_size: int) -> float:
+    import torch
+
+    model.eval()
+    right = []
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            batch = collate(rows[i:i + batch_size])
+            labels = batch.pop("labels")
+            right += exact_match(model(**batch).logits, labels)
+    return sum(right) / max(1, len(right))

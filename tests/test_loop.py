@@ -75,7 +75,8 @@ def test_teacher_steps_follow_from_what_was_seen(synth_video: SynthClinVideo) ->
         windows = parse_windows(episode.answer or "")
         assert isinstance(windows, tuple) and len(windows) == 1
         answer = windows[0]
-        assert {round(answer[0], 1), round(answer[1], 1)} <= {round(t, 1) for t in views[-1]} | {0.0}
+        seen = {round(t, 1) for view in views for t in view} | {0.0, round(duration, 1)}
+        assert {round(answer[0], 1), round(answer[1], 1)} <= seen  # the ends of a crop are labels seen before it
         assert answer[0] <= window[0] and window[1] <= answer[1]  # the bracket holds the event
         assert iou(answer, window) >= 0.3 and len(episode.turns) <= 4
         assert episode.turns[-1].tool is None and episode.backend["model"] == "teacher"
@@ -89,7 +90,7 @@ def test_teacher_searches_the_implied_phases_in_order(synth_video: SynthClinVide
     overview = run_episode(ReplayBackend([ANSWER]), synth_video.video_path, "When?", coarse).overview
     assert overview is not None
     event = next(e for e in annotation["events"]
-                 if not any(e["start"] <= t <= e["end"] for t in overview.timestamps))
+                 if not any(e["start"] <= t < e["end"] for t in overview.timestamps))
     window = (event["start"], event["end"])
     phases = [(f"{p['label']} phase", (p["start"], p["end"])) for p in annotation["phases"]]
     holder = next(k for k, (_, (s, e)) in enumerate(phases) if s <= sum(window) / 2 < e)

@@ -19,7 +19,7 @@ import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from medscope.agent.backends.scripted import Reference, TeacherBackend
+from medscope.agent.backends.scripted import Reference, TeacherBackend, shows
 from medscope.agent.loop import AgentConfig, run_episode
 from medscope.agent.protocol import ToolCall, parse_turn, render_answer
 from medscope.suite.records import Sample, Trajectory
@@ -65,7 +65,7 @@ def is_easy(sample: Sample, overview: list[float]) -> bool:
     more overview frames already show."""
     if sample.task == "caption":
         return True
-    hits = sum(any(s <= t <= e for s, e in sample.evidence) for t in overview)
+    hits = sum(any(shows(t, (s, e)) for s, e in sample.evidence) for t in overview)
     return sample.task != "grounding" and sample.meta.get("moment") is None and hits >= 2
 
 
@@ -85,7 +85,7 @@ def vcot_trajectory(sample: Sample, source: VideoSource, tools: ToolConfig | Non
 
 def cot_trajectory(sample: Sample, overview: list[float]) -> Trajectory:
     """One turn that answers from the overview frames (timestamps ``overview``) it cites."""
-    inside = [t for t in overview if any(s <= t <= e for s, e in sample.evidence)]
+    inside = [t for t in overview if any(shows(t, (s, e)) for s, e in sample.evidence)]
     if sample.task == "caption":
         think = f"The overview frames from {overview[0]:.1f}s to {overview[-1]:.1f}s show the whole procedure."
     else:

@@ -24,6 +24,7 @@ import bisect
 import json
 import logging
 import random
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,6 +35,7 @@ from PIL import Image
 
 from medscope.agent.backends.base import Message, image_part, text_part
 from medscope.agent.backends.openai import smart_resize
+from medscope.agent.backends.scripted import shows
 from medscope.agent.protocol import format_seconds, format_time, question_text
 from medscope.io import write_text_atomic
 from medscope.video.source import VideoSource
@@ -74,7 +76,13 @@ class CurriculumConfig:
     check_every: int = field(default=50, metadata={"help": "steps between criterion checks"})
     check_rows: int = field(default=48, metadata={"help": "rows of the aside videos per check"})
     spacing: tuple[float, float] = field(default=(0.5, 4.0), metadata={"help": "seconds between a row's frames"})
+    processes: int = field(default=1, metadata={"help": "data-parallel processes of one thread (gloo), each "
+                                                         "batch_size / processes rows a step"})
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.processes < 1 or self.batch_size % self.processes:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of processes ({self.processes})")
 
 
 @dataclass
@@ -87,7 +95,7 @@ class _Video:
     phases: list[tuple[str, float, float]]
 
     def shows(self, t: float) -> str:
-        return next((label for label, s, e in self.events if s <= t <= e), NOTHING)
+        return next((label for label, s, e in self.events if shows(t, (s, e))), NOTHING)
 
     def phase(self, t: float) -> str:
         return next((label for label, s, e in self.phases if s <= t < e), self.phases[-1][0])
@@ -140,7 +148,7 @@ def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float,
     lo = rng.uniform(max(0.0, start - width + gap), min(end, max(0.0, duration - width)))
     picked = sorted({_nearest(video.times, lo + (j + 0.5) * gap) for j in range(n)})
     times = [video.times[i] for i in picked]
-    hits = [t for t in times if start <= t <= end]
+    hits = [t for t in times if shows(t, (start, end))]
     if not hits or len(times) < 2:
         return None
     parts = [text_part(question_text(question) + "\nFrames:")]
@@ -148,7 +156,7 @@ def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float,
     for index, t in zip(picked, times, strict=True):
         label_text = format_seconds(t)
         if words or not images:
-            shown = label if start <= t <= end else NOTHING
+            shown = label if shows(t, (start, end)) else NOTHING
             label_text += f" {shown}"
         parts.append(text_part(label_text))
         if images:
@@ -206,18 +214,39 @@ def main(config: CurriculumConfig, stages: Sequence[Stage] = TINY_STAGES) -> dic
 
     Each finished stage saves its model under ``out/stages/`` and is recorded in ``curriculum.json``: a killed
     run starts again from the last finished stage. Every stage has its own data seed and a fresh optimizer, so a
-    resumed run is the run that was not killed."""
+    resumed run is the run that was not killed. With ``processes`` > 1 the steps are data-parallel: each process
+    draws its own rows and the gradients are averaged (gloo), so the weights stay identical."""
+    if not config.videos or not config.model or not config.out:
+        raise ValueError("the curriculum needs videos, model and out folders")
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    if config.processes == 1:
+        _train(0, config, tuple(stages), None)
+    else:
+        import torch.multiprocessing
+
+        with socket.socket() as probe:  # a free port for the processes to meet on
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        torch.multiprocessing.spawn(_train, args=(config, tuple(stages), port), nprocs=config.processes)
+    return dict(json.loads((Path(config.out) / "curriculum.json").read_text()))
+
+
+def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port: int | None) -> None:
     import torch
+    import torch.distributed as dist
     from transformers import AutoModelForImageTextToText
 
     from medscope.agent.backends.processors import load_processor
     from medscope.train.data import to_row
     from medscope.train.sft import AgentSFTCollator, save_model
 
-    if not config.videos or not config.model or not config.out:
-        raise ValueError("the curriculum needs videos, model and out folders")
+    torch.set_num_threads(1)
+    world = config.processes
+    if port is not None:
+        if rank == 0:  # a spawned process starts without the caller's logging
+            logging.basicConfig(level=logging.INFO, format="%(message)s")
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     source, out = Path(config.model), Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"config": asdict(config), "stages": []}
     record = out / "curriculum.json"
     if record.is_file():
@@ -232,45 +261,61 @@ def main(config: CurriculumConfig, stages: Sequence[Stage] = TINY_STAGES) -> dic
     aside = max(1, len(videos) // 10)  # the criterion is measured on videos never trained on
     train_videos, check_videos = videos[aside:], videos[:aside]
     collate = AgentSFTCollator(processor, tools=())
+    rows_per_step = config.batch_size // world
     for number, stage in enumerate(stages):
         name = _name(number, stage)
         if number < len(report["stages"]):
             continue
         torch.manual_seed(config.seed + number)
-        rng = random.Random(f"{config.seed}/train/{name}")
+        rng = random.Random(f"{config.seed}/train/{name}/{rank}")
         check_rng = random.Random(f"{config.seed}/check/{name}")
         checks = [to_row(draw(stage, check_videos, check_rng, config.spacing, stage.max_steps))
-                  for _ in range(config.check_rows)]
+                  for _ in range(config.check_rows)] if rank == 0 else []
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
         started, curve, step = time.monotonic(), [], 0
         model.train()
         while step < stage.max_steps:
             batch = collate([to_row(draw(stage, train_videos, rng, config.spacing, step))
-                             for _ in range(config.batch_size)])
+                             for _ in range(rows_per_step)])
             for group in optimizer.param_groups:  # a short warm-up: Adam's first steps are large
                 group["lr"] = config.lr * min(1.0, (step + 1) / 50)
             loss = model(**batch).loss
             loss.backward()
+            loss = loss.detach()
+            if world > 1:
+                for param in model.parameters():
+                    if param.grad is not None:
+                        dist.all_reduce(param.grad)
+                        param.grad /= world
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad()
             step += 1
             if step % config.check_every == 0 or step == stage.max_steps:
-                score = _check(model, collate, checks, config.batch_size)
-                curve.append({"step": step, "loss": round(float(loss), 4), "exact": round(score, 3)})
-                log.info("curriculum %s step %d loss %.3f exact %.2f", name, step, float(loss), score)
-                model.train()
-                # A faded-hint stage ends only once the hints are gone: passing with words is the copy skill.
-                if score >= config.criterion and step >= stage.hint_fade:
+                stop = torch.zeros(1)
+                if rank == 0:
+                    score = _check(model, collate, checks, config.batch_size)
+                    curve.append({"step": step, "loss": round(loss.item(), 4), "exact": round(score, 3)})
+                    log.info("curriculum %s step %d loss %.3f exact %.2f", name, step, loss.item(), score)
+                    # A faded-hint stage ends only once the hints are gone: passing with words is the copy skill.
+                    stop[0] = float(score >= config.criterion and step >= stage.hint_fade)
+                    model.train()
+                if world > 1:
+                    dist.broadcast(stop, 0)
+                if stop[0]:
                     break
+        if rank == 0:
+            model.eval()
+            save_model(model, processor, out / "stages" / name, source=source)
+            report["stages"].append({"name": name, **asdict(stage), "steps": step,
+                                     "seconds": round(time.monotonic() - started, 1), "curve": curve})
+            write_text_atomic(record, json.dumps(report, indent=1) + "\n")
+    if rank == 0:
         model.eval()
-        save_model(model, processor, out / "stages" / name, source=source)
-        report["stages"].append({"name": name, **asdict(stage), "steps": step,
-                                 "seconds": round(time.monotonic() - started, 1), "curve": curve})
-        write_text_atomic(record, json.dumps(report, indent=1) + "\n")
-    model.eval()
-    save_model(model, processor, out, source=source)
-    return report
+        save_model(model, processor, out, source=source)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _name(number: int, stage: Stage) -> str:

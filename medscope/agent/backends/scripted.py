@@ -60,9 +60,16 @@ def _stamps(message: Message) -> list[float]:
     return [float(t) for t in _STAMP.findall(message_text(message))]
 
 
+def shows(t: float, window: Window) -> bool:
+    """Whether the frame at ``t`` shows what happens in ``window``: start included, end excluded (the frame at
+    the end time is the first one after it, as annotations and SynthClin count frames), a moment (start = end)
+    by the frame at it."""
+    return window[0] <= t < window[1] or t == window[0]
+
+
 def _inside(seen: Sequence[float], window: Window) -> list[float]:
-    """The seen timestamps that fall inside ``window`` (ends included): the frames that show it."""
-    return [t for t in seen if window[0] <= t <= window[1]]
+    """The seen timestamps whose frames show ``window``."""
+    return [t for t in seen if shows(t, window)]
 
 
 def _turns_taken(messages: Sequence[Message]) -> int:

@@ -1,0 +1,106 @@
+"""The pointer curriculum: rows whose answers are labels the row shows, the exact-match criterion, and a real
+two-process (gloo) run of every kind of stage that resumes from its last finished stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from medscope.agent.backends.base import message_text
+from medscope.train.curriculum import (
+    NOTHING,
+    CurriculumConfig,
+    Stage,
+    _Video,
+    exact_match,
+    look_row,
+    main,
+    pointer_row,
+)
+from medscope.video.synthclin import SynthClinVideo
+
+_STAMP = re.compile(r"\[([0-9.]+)s\]( [a-z ]+)?")
+
+
+def _video() -> _Video:
+    times = [i * 0.5 for i in range(240)]
+    return _Video(times, [Image.new("RGB", (32, 32))] * len(times), [("bleeding", 30.0, 33.5), ("smoke", 80.0, 82.0)],
+                  [("preparation phase", 0.0, 20.0), ("dissection phase", 20.0, 120.0)])
+
+
+@pytest.mark.parametrize("images", [False, True])
+def test_pointer_answers_are_the_labels_around_what_shows_it(images: bool) -> None:
+    video, rng, checked = _video(), random.Random(0), 0
+    while checked < 200:
+        row = pointer_row(video, 8, rng, (0.5, 4.0), images=images, hint=0.5)
+        if row is None:
+            continue
+        checked += 1
+        user, answer = message_text(row[0]), message_text(row[1])
+        question = re.search(r"When does (?:the )?(.+?) (?:happen|take place)\?", user)
+        assert question and user.index("Question:") < user.index("[")  # the question comes before the list
+        label = question.group(1)
+        _, start, end = next(x for x in [*video.events, *video.phases] if x[0] == label)
+        stamps = [(float(t), (word or "").strip()) for t, word in _STAMP.findall(user)]
+        times = [t for t, _ in stamps]
+        assert 2 <= len(times) <= 8 and times == sorted(times)
+        hits = [t for t in times if start <= t < end]
+        lo, hi = (float(x) for x in re.fullmatch(r"<answer>\[([0-9.]+), ([0-9.]+)\]</answer>", answer).groups())
+        assert lo in times and hi in times and lo <= hits[0] and hits[-1] <= hi  # labels it saw, around the hits
+        assert not any(lo < t < hi and t not in hits for t in times)  # nothing but the hits in between
+        if not images:  # the text stage names what each label shows
+            assert all(word == (label if t in hits else NOTHING) for t, word in stamps)
+        assert len(row[0]["content"]) == 1 + len(times) * (2 if images else 1)
+
+
+def test_look_rows_name_the_event_and_the_phase() -> None:
+    video, rng = _video(), random.Random(1)
+    answers = {message_text(look_row(video, rng)[1]) for _ in range(200)}
+    assert "<answer>bleeding; dissection phase</answer>" in answers
+    assert f"<answer>{NOTHING}; preparation phase</answer>" in answers
+
+
+def test_exact_match_needs_every_answer_token() -> None:
+    labels = torch.tensor([[-100, -100, 5, 6], [-100, -100, 5, 6]])
+    logits = torch.zeros(2, 4, 10)
+    logits[0, 1, 5] = logits[0, 2, 6] = 1.0  # row 0 predicts both answer tokens
+    logits[1, 1, 5] = logits[1, 2, 7] = 1.0  # row 1 misses the second
+    assert exact_match(logits, labels) == [True, False]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_two_processes_run_every_stage_and_resume(synth_video: SynthClinVideo, tmp_path: Path) -> None:
+    from medscope.train import tiny
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for path in (synth_video.video_path, synth_video.annotation_path):
+        shutil.copy(path, videos / path.name)
+    shutil.copy(synth_video.annotation_path, videos / "copy.json")  # two videos: one is set aside for the criterion
+    tok = tiny.build_tokenizer(["When does bleeding happen? [12.5s] nothing <answer>[1.0, 2.0]</answer>"] * 20,
+                               vocab_size=400, chat_template=tiny.load_chat_template("qwen3_vl"))
+    tiny.save_tiny(tiny.build_tiny_model("qwen3_vl", tok, hidden_size=32, layers=1, vision_hidden=16),
+                   tiny.build_processor("qwen3_vl", tok, max_pixels=64 * 48), tmp_path / "init")
+    stages = (Stage("copy", 4, 3), Stage("look", 1, 2), Stage("point", 4, 3, hint_fade=2))
+    config = CurriculumConfig(videos=str(videos), model=str(tmp_path / "init"), out=str(tmp_path / "out"),
+                              batch_size=4, processes=2, check_every=2, check_rows=4)
+    report = main(config, stages[:2])
+    assert [s["name"] for s in report["stages"]] == ["0-copy4", "1-look1"]
+    assert [c["step"] for c in report["stages"][0]["curve"]] == [2, 3]  # checked every 2 steps and at the end
+    before = (tmp_path / "out" / "stages" / "1-look1" / "model.safetensors").stat().st_mtime_ns
+    # The first two are done: only the third runs, from the second's model (in this process: resuming does not
+    # depend on how the stages before ran).
+    report = main(dataclasses.replace(config, processes=1, batch_size=2), stages)
+    assert [s["name"] for s in report["stages"]] == ["0-copy4", "1-look1", "2-point4"]
+    assert (tmp_path / "out" / "stages" / "1-look1" / "model.safetensors").stat().st_mtime_ns == before
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    saved = json.loads((tmp_path / "out" / "curriculum.json").read_text())
+    assert len(saved["stages"]) == 3

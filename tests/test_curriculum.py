@@ -102,5 +102,6 @@ def test_two_processes_run_every_stage_and_resume(synth_video: SynthClinVideo, t
     assert [s["name"] for s in report["stages"]] == ["0-copy4", "1-look1", "2-point4"]
     assert (tmp_path / "out" / "stages" / "1-look1" / "model.safetensors").stat().st_mtime_ns == before
     assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert 0.0 <= report["stages"][2]["curve"][-1]["listed"] <= 1.0  # pointing is judged on decoded answers
     saved = json.loads((tmp_path / "out" / "curriculum.json").read_text())
     assert len(saved["stages"]) == 3

@@ -34,15 +34,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         # Lengths vary, so overview timestamps differ between videos; 2 fps and a keyframe every frame, so the
         # overview takes the bin centres (no snapping to keyframes that would hide short events).
-        "videos": {"train": 100, "eval": 60, "seconds": [120.0, 240.0], "fps": 2.0, "keyframe_seconds": 0.5,
+        "videos": {"train": 100, "eval": 70, "seconds": [120.0, 240.0], "fps": 2.0, "keyframe_seconds": 0.5,
                    "events_per_10min": 10.0},
         # Questions that need a look: events to ground, where an event appears, the phase at a time.
         "suite": {"templates": ["ground_label", "event_where", "phase_at"]},
         "model": {"arch": "qwen3_vl", "hidden_size": 128, "layers": 4, "vision_hidden": 64, "vision_layers": 2,
                   "vocab_size": 1000, "max_pixels": 128 * 96, "rope_theta": 1e4},
-        "curriculum": {"stages": "tiny", "lr": 2e-3, "batch_size": 8},
+        "curriculum": {"stages": "tiny", "lr": 2e-3, "batch_size": 8, "processes": 2},
         "sft": {"epochs": 3.0, "lr": 1e-3, "batch_size": 2, "grad_accum": 1, "gradient_checkpointing": False},
-        "grpo": {"max_steps": 40, "lr": 1e-5, "group_size": 8, "batch_size": 8, "max_completion_length": 1024,
+        "grpo": {"max_steps": 20, "lr": 5e-5, "group_size": 8, "batch_size": 8, "max_completion_length": 1024,
                  "gradient_checkpointing": False},
         "eval": {"limit": 0, "max_new_tokens": 96},
     },
@@ -145,7 +145,7 @@ def curriculum_stage(folder: Path, videos: str, model: str, spec: dict[str, Any]
     stages = curriculum.STAGES[spec["stages"]]
     config = curriculum.CurriculumConfig(videos=videos, model=model, out=str(folder), lr=spec["lr"],
                                          batch_size=spec["batch_size"], check_rows=spec.get("check_rows", 48),
-                                         seed=seed)
+                                         processes=spec.get("processes", 1), seed=seed)
     curriculum.main(config, stages)
 
 

@@ -24,6 +24,7 @@ from medscope.models import BUILTIN_MODEL
 from medscope.report.html import render_report
 from medscope.report.sheet import contact_sheet, save_png
 from medscope.suite.qa import TEMPLATES
+from medscope.train.pipeline import PRESETS
 from medscope.video.source import VideoSource
 from medscope.video.synthclin import SynthClinConfig, generate
 from medscope.video.tools import VideoTools
@@ -37,6 +38,7 @@ class DemoConfig:
 
 
 POLICIES = (BUILTIN_MODEL, "oracle", "uniform")
+TINY = PRESETS["tiny"]
 # medscope-tiny's turns are under 100 tokens (its trajectories' longest); a turn that runs on has gone wrong.
 AGENT = AgentConfig(max_new_tokens=160)
 
@@ -64,8 +66,9 @@ def small_eval(annotation_path: Path, out: Path) -> dict[str, str]:
     from medscope.suite.qa import QAConfig
 
     suite = out / "suite"
-    table = build(BuildConfig(source="synthclin", annotations=str(annotation_path), out=str(suite), workers=1,
-                              qa=QAConfig(max_per_task=6)))  # a few questions per task keep the demo short
+    # The question templates medscope-tiny was trained on, a few per task to keep the demo short.
+    qa = QAConfig(templates=tuple(TINY["suite"]["templates"]), max_per_task=6)
+    table = build(BuildConfig(source="synthclin", annotations=str(annotation_path), out=str(suite), workers=1, qa=qa))
     print("\nClinVideoSuite from this video (generated → filtered → kept):\n" + funnel_markdown(table))
     run = out / "eval"
     for folder in (run / BUILTIN_MODEL, run / "oracle"):  # a demo starts afresh; `medscope eval` resumes
@@ -84,9 +87,11 @@ def small_eval(annotation_path: Path, out: Path) -> dict[str, str]:
 
 def main(config: DemoConfig) -> dict[str, str]:
     out = Path(config.out)
-    # Events as dense as in the videos medscope-tiny was trained on (the tiny preset's).
-    video = generate(SynthClinConfig(duration_seconds=config.minutes * 60, seed=config.seed, events_per_10min=10.0),
-                     out)
+    # Made like the videos medscope-tiny was trained on (the tiny preset's frame rate, keyframes, event density).
+    spec = TINY["videos"]
+    video = generate(SynthClinConfig(duration_seconds=config.minutes * 60, seed=config.seed, fps=spec["fps"],
+                                     keyframe_seconds=spec["keyframe_seconds"],
+                                     events_per_10min=spec["events_per_10min"]), out)
     ann = video.annotation
     print(f"SynthClin video: {video.video_path} ({ann['duration']:.0f}s, {ann['num_frames']} frames)")
     print("  phases: " + " → ".join(p["label"] for p in ann["phases"]))

@@ -7,21 +7,25 @@ MEDSCOPE=${MEDSCOPE:-.venv/bin/medscope}
 OUT=${OUT:-runs/quickstart}
 
 # 1. Data: procedure-like videos with phases, instruments and short events, plus their annotations
-#    (seeds that `train all` never uses, so the built-in model has not seen them).
+#    (seeds that `train all` never uses, so the built-in model has not seen them; made like its training videos).
 for seed in 100 101 102 103; do
-  "$MEDSCOPE" synth --out "$OUT/videos" --duration-seconds 180 --events-per-10min 10 --seed "$seed"
+  "$MEDSCOPE" synth --out "$OUT/videos" --duration-seconds 180 --fps 2 --keyframe-seconds 0.5 \
+      --events-per-10min 10 --seed "$seed"
 done
 
-# 2. ClinVideoSuite: evidence-aligned questions, three filter levels, replayable tool-calling trajectories.
-"$MEDSCOPE" suite build --source synthclin --annotations "$OUT/videos" --out "$OUT/suite"
+# 2. ClinVideoSuite: evidence-aligned questions, three filter levels, replayable tool-calling trajectories
+#    (the question templates the built-in model was trained on).
+"$MEDSCOPE" suite build --source synthclin --annotations "$OUT/videos" --out "$OUT/suite" \
+    --templates ground_label event_where phase_at
 
 # 3. Evaluation: the built-in model (medscope-tiny), then the oracle policy (knows the truth), each against
 #    uniform sampling at the same frame budget.
 "$MEDSCOPE" eval --samples "$OUT/suite/samples.jsonl" --max-new-tokens 160 --out "$OUT/eval_tiny"
 "$MEDSCOPE" eval --samples "$OUT/suite/samples.jsonl" --backend oracle --out "$OUT/eval_oracle"
 
-# 4. Training: tokenizer + tiny Qwen3-VL → SFT warm-up → SFT cold start → GA-GRPO (+ ablations) → eval →
-#    the model folder with its card (what medscope ships as medscope-tiny). About 50 minutes on 2 cores.
+# 4. Training: tokenizer + tiny Qwen3-VL → pointer curriculum → SFT on the teacher's trajectories → GA-GRPO
+#    (+ ablations), beside the fair uniform baseline → eval → the model folder with its card (what medscope
+#    ships as medscope-tiny). About an hour on 2 cores.
 "$MEDSCOPE" train all --preset tiny --out "$OUT/train"
 
 # 5. Ask the trained model, and write the clinician's evidence report.

@@ -77,8 +77,9 @@ class CurriculumConfig:
     check_every: int = field(default=50, metadata={"help": "steps between criterion checks"})
     check_rows: int = field(default=48, metadata={"help": "rows of the aside videos per check"})
     spacing: tuple[float, float] = field(default=(0.5, 4.0), metadata={"help": "seconds between a row's frames"})
-    processes: int = field(default=1, metadata={"help": "data-parallel processes of one thread (gloo), each "
-                                                         "batch_size / processes rows a step"})
+    processes: int = field(default=1, metadata={"help": "data-parallel processes (gloo), each batch_size / "
+                                                         "processes rows a step"})
+    threads: int = field(default=1, metadata={"help": "torch threads per process (1 is fastest for tiny models)"})
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -241,7 +242,7 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
     from medscope.train.data import to_row
     from medscope.train.sft import AgentSFTCollator, save_model
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(config.threads)
     world = config.processes
     if port is not None:
         if rank == 0:  # a spawned process starts without the caller's logging

@@ -71,12 +71,12 @@ def small_eval(annotation_path: Path, out: Path) -> dict[str, str]:
     table = build(BuildConfig(source="synthclin", annotations=str(annotation_path), out=str(suite), workers=1, qa=qa))
     print("\nClinVideoSuite from this video (generated → filtered → kept):\n" + funnel_markdown(table))
     run = out / "eval"
-    for folder in (run / BUILTIN_MODEL, run / "oracle"):  # a demo starts afresh; `medscope eval` resumes
-        for name in ("results.jsonl", "baseline.jsonl"):
-            (folder / name).unlink(missing_ok=True)
     samples = str(suite / "samples.jsonl")
-    tiny = evaluate(EvalConfig(samples=samples, out=str(run / BUILTIN_MODEL), backend="hf", agent=AGENT))
-    oracle = evaluate(EvalConfig(samples=samples, out=str(run / "oracle"), backend="oracle", baseline="none"))
+    # A demo starts afresh (`new`: an earlier demo's results move aside, whatever model or suite made them);
+    # `medscope eval` resumes instead.
+    tiny = evaluate(EvalConfig(samples=samples, out=str(run / BUILTIN_MODEL), backend="hf", agent=AGENT, new=True))
+    oracle = evaluate(EvalConfig(samples=samples, out=str(run / "oracle"), backend="oracle", baseline="none",
+                                 new=True))
     budget = round(tiny["baseline"][0]["metrics"]["frames_viewed"]) if tiny["baseline"] else 0
     summaries = write_tables({BUILTIN_MODEL: tiny["agent"], f"{BUILTIN_MODEL}, uniform@{budget}": tiny["baseline"],
                               "oracle (knows the truth)": oracle["agent"]}, run)

@@ -36,7 +36,7 @@ from PIL import Image
 
 from medscope.agent.backends.base import Message, image_part, text_part
 from medscope.agent.backends.openai import smart_resize
-from medscope.agent.backends.scripted import shows
+from medscope.agent.backends.scripted import bracket, shows
 from medscope.agent.protocol import format_seconds, format_time, question_text
 from medscope.io import write_text_atomic
 from medscope.video.source import VideoSource
@@ -128,12 +128,6 @@ def load_videos(folder: Path, processor: Any, max_pixels: int = ToolConfig().cro
     return videos
 
 
-def _bracket(times: Sequence[float], hits: Sequence[float]) -> tuple[float, float]:
-    """The labels around the hits (the row's ends when the hits reach them): what the teacher writes."""
-    return (max((t for t in times if t < hits[0]), default=times[0]),
-            min((t for t in times if t > hits[-1]), default=times[-1]))
-
-
 def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float, float], *,
                 images: bool, hint: float) -> list[Message] | None:
     """``n`` frames, uniformly spread over a window that holds an event or a phase; the answer is the window
@@ -163,7 +157,7 @@ def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float,
         parts.append(text_part(label_text))
         if images:
             parts.append(image_part(video.images[index]))
-    a, b = _bracket(times, hits)
+    a, b = bracket(times, (hits[0], hits[-1]), (times[0], times[-1]))  # what the teacher writes
     answer = f"<answer>[{format_time(a)}, {format_time(b)}]</answer>"
     return [{"role": "user", "content": parts}, {"role": "assistant", "content": [text_part(answer)]}]
 

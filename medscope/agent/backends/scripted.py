@@ -128,26 +128,19 @@ class OracleBackend:
         return _answer(self.reference, self.reference.windows, think, messages)
 
 
-def _bracket(seen: Sequence[float], window: Window, bounds: Window) -> Window:
+def bracket(seen: Sequence[float], window: Window, bounds: Window) -> Window:
     """The nearest seen timestamps before and after ``window`` (the ends of ``bounds``, what was watched, when
-    none): an interval that certainly holds it, named by frames the model has seen."""
+    none): an interval that certainly holds it, named by frames the model has seen. The one rule for every
+    window the teacher, the uniform policy and the curriculum write."""
     return (max((t for t in seen if t < window[0]), default=bounds[0]),
             min((t for t in seen if t > window[1]), default=bounds[1]))
 
 
-def _as_seen(seen: Sequence[float], window: Window, bounds: Window) -> tuple[Window, list[float]]:
-    """Where the frames put ``window``: the frames inside it, widened by half their spacing (the bracket when
-    no frame falls inside), and those frames."""
-    hits = _inside(seen, window)
-    if not hits:
-        return _bracket(seen, window, bounds), hits
-    ordered = sorted(seen)
-    half = (ordered[-1] - ordered[0]) / (len(ordered) - 1) / 2 if len(ordered) > 1 else 0.5
-    return (max(bounds[0], hits[0] - half), min(bounds[1], hits[-1] + half)), hits
-
-
-def _times(stamps: Sequence[float]) -> str:
-    return ", ".join(f"{t:.1f}s" for t in stamps)
+def _phase_window(seen: Sequence[float], phase: Window, bounds: Window) -> Window:
+    """A phase as the seen frames place it: between the frames around those that show it (its own span when
+    none does)."""
+    shown = [t for t in seen if phase[0] <= t <= phase[1]]
+    return bracket(seen, (shown[0], shown[-1]) if shown else phase, bounds)
 
 
 def _span(stamps: Sequence[float]) -> str:
@@ -192,11 +185,11 @@ class TeacherBackend:
             return _answer(reference, [found], f"The frame at {_time(reference.moment)}s shows it.", messages)
         hits = _first_hits(seen, reference.windows)
         if hits and calls < self.max_calls and _spacing(seen) > self.fine_spacing:
-            lo, hi = _bracket(seen, (hits[0], hits[-1]), watched)
+            lo, hi = bracket(seen, (hits[0], hits[-1]), watched)
             think = f"The {_span(hits)} it. Look closer between {_time(lo)}s and {_time(hi)}s."
             return _crop(lo, hi, think)
         if hits:
-            lo, hi = _bracket(seen, (hits[0], hits[-1]), watched)
+            lo, hi = bracket(seen, (hits[0], hits[-1]), watched)
             think = f"The {_span(hits)} it, between {_time(lo)}s and {_time(hi)}s."
             return _answer(reference, [(lo, hi)], think, messages)
         views = [_stamps(m) for m in messages[1:] if m["role"] != "assistant"]  # the overview, then each result
@@ -204,8 +197,7 @@ class TeacherBackend:
         misses = len(views) - 1  # no view has shown it yet: each call so far searched a place in vain
         if calls < self.max_calls and not found_before and misses < len(reference.search):
             label, phase = reference.search[misses]
-            shown = [t for t in overview if phase[0] <= t <= phase[1]]
-            lo, hi = _bracket(overview, (shown[0], shown[-1]) if shown else phase, (0.0, duration))
+            lo, hi = _phase_window(overview, phase, (0.0, duration))
             think = "No frame shows it yet." if misses == 0 else "Not there either."
             think += f" Next most likely: the {label}, from {_time(lo)}s to {_time(hi)}s."
             return _crop(lo, hi, think)
@@ -257,13 +249,12 @@ class UniformBackend:
         seen = sorted(set(_stamps(messages[1])))
         hits = _first_hits(seen, self.reference.windows)
         if hits:
-            window = _bracket(seen, (hits[0], hits[-1]), (0.0, duration))
+            window = bracket(seen, (hits[0], hits[-1]), (0.0, duration))
             think = f"The {_span(hits)} it, between {_time(window[0])}s and {_time(window[1])}s."
             return _answer(self.reference, [window], think, messages)
         if self.reference.search:
             label, phase = self.reference.search[0]
-            shown = [t for t in seen if phase[0] <= t <= phase[1]]
-            window = _bracket(seen, (shown[0], shown[-1]) if shown else phase, (0.0, duration))
+            window = _phase_window(seen, phase, (0.0, duration))
             think = (f"No frame shows it; most likely during the {label}, from {_time(window[0])}s to "
                      f"{_time(window[1])}s.")
         else:

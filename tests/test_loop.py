@@ -54,7 +54,8 @@ def _views(episode: Any) -> list[list[float]]:
 
 def test_teacher_steps_follow_from_what_was_seen(synth_video: SynthClinVideo) -> None:
     """Every time the teacher writes is a label of a frame it has seen (or an end of the video): a model that
-    learns to copy labels can follow it. Found evidence is bracketed ever closer and answered with the bracket."""
+    learns to copy labels can follow it. Found evidence is cropped ever closer and answered with the window from
+    the first frame that shows it to the first frame after it."""
     from medscope.eval.metrics import iou
 
     duration = synth_video.annotation["duration"]
@@ -77,7 +78,7 @@ def test_teacher_steps_follow_from_what_was_seen(synth_video: SynthClinVideo) ->
         answer = windows[0]
         seen = {round(t, 1) for view in views for t in view} | {0.0, round(duration, 1)}
         assert {round(answer[0], 1), round(answer[1], 1)} <= seen  # the ends of a crop are labels seen before it
-        assert answer[0] <= window[0] and window[1] <= answer[1]  # the bracket holds the event
+        assert window[0] <= answer[0] < window[1] <= answer[1]  # from a frame inside it to the first one after it
         assert iou(answer, window) >= 0.3 and len(episode.turns) <= 4
         assert episode.turns[-1].tool is None and episode.backend["model"] == "teacher"
 

@@ -6,7 +6,8 @@ randomly initialised model does not find that skill inside whole agent episodes 
 a step count (the skill appears at a different point in each run):
 
 1. ``copy``: a question, then timestamp labels with a word saying what each frame shows and no image; the
-   answer is the window between the labels around the ones that show it. A text copy, few items first.
+   answer is the window from the first label that shows it to the label after the last. A text copy, few
+   items first.
 2. ``look``: one frame → what it shows and the phase (perception, a short warm-up).
 3. ``point``: the same question over real frames, whose words fade out over the first steps, few frames
    first. Questions ask for an event (a few seconds) or a phase (its span), as a crop does in an episode.
@@ -57,9 +58,9 @@ class Stage:
 
 # The stages of the tiny recipe, from the measured diagnosis: few items before many, text before images.
 TINY_STAGES: tuple[Stage, ...] = (
-    Stage("copy", 4, 3000), Stage("copy", 8, 2000),
-    Stage("look", 1, 1500),
-    Stage("point", 4, 1200, hint_fade=600), Stage("point", 8, 800, hint_fade=200), Stage("point", 16, 600),
+    Stage("copy", 4, 2500), Stage("copy", 8, 1500),
+    Stage("look", 1, 1000),
+    Stage("point", 4, 1200, hint_fade=600), Stage("point", 8, 1200, hint_fade=200), Stage("point", 16, 400),
 )
 # Each kind of stage once, a few steps: checks the code path end to end.
 SMOKE_STAGES: tuple[Stage, ...] = (Stage("copy", 4, 2), Stage("look", 1, 2), Stage("point", 4, 2, hint_fade=1))
@@ -76,7 +77,8 @@ class CurriculumConfig:
     criterion: float = field(default=0.8, metadata={"help": "exact match on the aside videos that ends a stage"})
     check_every: int = field(default=50, metadata={"help": "steps between criterion checks"})
     check_rows: int = field(default=48, metadata={"help": "rows of the aside videos per check"})
-    spacing: tuple[float, float] = field(default=(0.5, 4.0), metadata={"help": "seconds between a row's frames"})
+    # From a fine crop's spacing to an overview's (16 frames over 2-4 minutes): every view an episode points in.
+    spacing: tuple[float, float] = field(default=(0.5, 12.0), metadata={"help": "seconds between a row's frames"})
     processes: int = field(default=1, metadata={"help": "data-parallel processes (gloo), each batch_size / "
                                                          "processes rows a step"})
     threads: int = field(default=1, metadata={"help": "torch threads per process (1 is fastest for tiny models)"})
@@ -131,7 +133,8 @@ def load_videos(folder: Path, processor: Any, max_pixels: int = ToolConfig().cro
 def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float, float], *,
                 images: bool, hint: float) -> list[Message] | None:
     """``n`` frames, uniformly spread over a window that holds an event or a phase; the answer is the window
-    between the labels around the frames that show it. None when the draw shows nothing (draw again)."""
+    from the first label that shows it to the label after the last. None when the draw shows nothing (draw
+    again)."""
     if video.events and rng.random() < 0.7:
         label, start, end = rng.choice(video.events)
         question = f"When does {label} happen? Answer with the time window(s) in seconds."
@@ -157,7 +160,7 @@ def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float,
         parts.append(text_part(label_text))
         if images:
             parts.append(image_part(video.images[index]))
-    a, b = bracket(times, (hits[0], hits[-1]), (times[0], times[-1]))  # what the teacher writes
+    a, b = bracket(times, hits, (times[0], times[-1]))  # what the teacher writes
     answer = f"<answer>[{format_time(a)}, {format_time(b)}]</answer>"
     return [{"role": "user", "content": parts}, {"role": "assistant", "content": [text_part(answer)]}]
 

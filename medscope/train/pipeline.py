@@ -43,10 +43,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         # Measured (benchmarks/train_processes.py): a curriculum step on 2 cores is 1.48x faster with 2 torch threads
         # in one process than with 1, and 1.16x with 2 data-parallel processes; it mostly runs alone.
         "curriculum": {"stages": "tiny", "lr": 2e-3, "batch_size": 8, "processes": 1, "threads": 2},
-        # 3 epochs at 1e-3 left the model writing malformed turns (loss 0.41, token accuracy 0.84): the shipped
-        # model's SFT was resumed for 4 more at 2e-3.
-        "sft": {"epochs": 7.0, "lr": 2e-3, "batch_size": 2, "grad_accum": 1, "gradient_checkpointing": False},
-        "grpo": {"max_steps": 20, "lr": 5e-5, "group_size": 8, "batch_size": 8, "max_completion_length": 1024,
+        "sft": {"epochs": 4.0, "lr": 2e-3, "batch_size": 2, "grad_accum": 1, "gradient_checkpointing": False},
+        "grpo": {"max_steps": 30, "lr": 5e-5, "group_size": 8, "batch_size": 8, "max_completion_length": 1024,
                  "gradient_checkpointing": False},
         "eval": {"limit": 0, "max_new_tokens": 96},
     },

@@ -205,3 +205,20 @@ def test_trace_reader_names_the_bad_line(tmp_path: Path) -> None:
     trace.write_text('{"schema": "medscope.episode/1"}\n{not json\n')
     with pytest.raises(ValueError, match=r"t.jsonl:1"):
         list(read_episodes(trace))
+
+
+def test_every_view_follows_the_question(synth_video: SynthClinVideo) -> None:
+    """The question (and its options) comes right before the frames of every view: the overview and each tool
+    result, so that what the model looks for is next to what it looks at; errors carry no question."""
+    from medscope.agent.backends.base import message_text
+
+    backend = ReplayBackend(["<think>oops</think>", CROP, ANSWER])
+    run_episode(backend, synth_video.video_path, "Which tool?", options=["grasper", "hook"])
+    last = backend.prompts[-1]
+    views = [m for m in last if m["role"] in ("user", "tool") and any(p["type"] == "image" for p in m["content"])]
+    assert len(views) == 2  # the overview and the crop
+    for view in views:
+        head = view["content"][0]["text"]
+        assert head.startswith("Question: Which tool?\nOptions:\nA. grasper\nB. hook\n")
+    error = next(m for m in last if m["role"] == "tool" and "Format error" in message_text(m))
+    assert "Question:" not in message_text(error)

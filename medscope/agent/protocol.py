@@ -24,7 +24,7 @@ import jinja2
 from medscope.agent.backends.base import Message, image_part, text_part
 from medscope.video.tools import Observation, ToolError, finite_seconds
 
-PROMPT_VERSION = "2"
+PROMPT_VERSION = "3"
 Window = tuple[float, float]
 
 FORMAT_HINT = (
@@ -126,8 +126,12 @@ def question_text(question: str, options: list[str] | None = None) -> str:
     return text
 
 
-def observation_message(result: Observation | ToolError | FormatError) -> Message:
-    """A tool message: frames with timestamps, or the error the model must fix."""
+def observation_message(result: Observation | ToolError | FormatError, question: str = "") -> Message:
+    """A tool message: frames with timestamps, or the error the model must fix.
+
+    Frames come after ``question`` (``question_text``), as in the first user turn: every view is read knowing
+    what it is looked at for. A model that learnt to note the label of the frame that shows the asked thing as it
+    passes (the pointer curriculum) finds the question right before the frames, not several views back."""
     if isinstance(result, ToolError):
         return {"role": "tool", "content": [text_part(f"Tool error ({result.tool}): {result.message}")]}
     if isinstance(result, FormatError):
@@ -136,6 +140,8 @@ def observation_message(result: Observation | ToolError | FormatError) -> Messag
     head = f"{result.tool}({args}) returned {len(result.frames)} frames."
     if result.notes:
         head += " Note: " + "; ".join(result.notes) + "."
+    if question:
+        head = question + "\n" + head
     return {"role": "tool", "content": [text_part(head), *frame_parts(result)]}
 
 

@@ -26,9 +26,9 @@ def _open(path: str) -> VideoSource:
     return VideoSource(path)
 
 
-def content_blocks(result: Observation | ToolError) -> list[dict[str, Any]]:
-    """The tool message content the agent loop would send for ``result``."""
-    content = protocol.observation_message(result)["content"]
+def content_blocks(result: Observation | ToolError, question: str = "") -> list[dict[str, Any]]:
+    """The tool message content the agent loop would send for ``result`` (``question``: ``question_text``)."""
+    content = protocol.observation_message(result, question)["content"]
     return list(content)
 
 
@@ -58,7 +58,9 @@ class VideoToolEnv:
         if self.tools is None:
             raise RuntimeError("reset() must start a rollout before tools are called")
         self.calls += 1
-        return content_blocks(self.tools.call(name, arguments))
+        assert self.sample is not None  # set by reset() with the tools
+        return content_blocks(self.tools.call(name, arguments),
+                              protocol.question_text(self.sample.question, self.sample.options))
 
     # The tools carry no return annotation on purpose: the schema a trainer derives from a signature would then
     # gain a "return" field that the agent's own prompt (TOOL_SPECS) does not have. They return content blocks.

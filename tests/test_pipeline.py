@@ -3,6 +3,7 @@ card, and a rerun resumes (skips) every finished stage."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -31,9 +32,28 @@ def test_train_all_smoke_runs_every_stage_then_resumes(tmp_path: Path, capfd: py
     assert "medscope train all --preset smoke" in card and results.strip() in card
     assert "`grpo`" in card and "optimizer steps" in card and "`curriculum`" in card
     assert not list(shipped.glob("checkpoint-*"))
+    from PIL import Image
+
+    with Image.open(shipped / "curves.png") as curves:  # the card's figure, from the stages' own logs
+        assert curves.format == "PNG" and curves.width > 1000 and "![training curves](curves.png)" in card
     backend = HFBackend.from_pretrained(shipped)  # the shipped folder loads like any model
     assert backend.identity() == {"backend": "hf", "model": "medscope-smoke"}
     capfd.readouterr()
     main(PipelineConfig(preset="smoke", out=str(tmp_path), ablations=False))
     log = capfd.readouterr().err  # the stages run in worker processes: their stderr is the fd
     assert log.count("done before, skipped") == 18 and "..." not in log  # nothing ran again
+
+
+def test_standard_errors_are_clustered_by_video(tmp_path: Path) -> None:
+    """Two videos, each with two grounding questions scored alike: the questions of a video are one draw, so the
+    error is that of two draws (50 points), not of four independent ones (29 points)."""
+    from medscope.train.pipeline import results_table, summarize
+
+    rows = [{"task": "grounding", "video": video, "metrics": {"iou": iou, "frames_viewed": 8},
+             "episode": {"turns": [{"raw": f"turn {video}"}]}}
+            for video, iou in (("a.mp4", 1.0), ("a.mp4", 1.0), ("b.mp4", 0.0), ("b.mp4", 0.0))]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    row = summarize(tmp_path)
+    assert row["grounding_miou"] == {"mean": 50.0, "se": 50.0, "n": 4}
+    assert row["videos"] == 2 and row["distinct_first_turns"] == [2, 4] and row["gvqa_accuracy"] is None
+    assert "4 held-out questions on 2 unseen videos" in results_table({"m": row})

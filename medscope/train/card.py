@@ -73,6 +73,9 @@ def write_model(run: Path, model: Path, out: Path, *, name: str, preset: str, se
         if (model / file).is_file():
             with atomic_path(out / file) as tmp:
                 shutil.copyfile(model / file, tmp)
+    from medscope.train.curves import plot_curves
+
+    plot_curves(run, out / "curves.png")
     config = json.loads((model / "config.json").read_text())
     from safetensors.numpy import load_file
 
@@ -101,8 +104,9 @@ ClinVideoSuite question templates (e.g. "When does bleeding happen? Answer with 
   `{preset}`: `{json.dumps(settings["videos"])}`. ClinVideoSuite on the training videos (templates
   `{", ".join(settings["suite"]["templates"])}`): {funnel["generated"]} samples generated, {funnel["kept"]} kept by
   the filters; each kept sample has a reference trajectory from the teacher policy, whose every step follows from
-  frames already seen: the overview frames around the evidence (or the phase the question implies) → a closer
-  crop between the frames around what the crop showed → the answer window between the frames around it.
+  frames already seen: a crop from the first overview frame that shows the evidence to the next frame (or the
+  phase the question implies, where the overview places it) → closer crops the same way → the answer window,
+  from the first frame that shows it to the next one.
 - Tokenizer: byte-level BPE, digits split one by one, trained offline on the suite's text and the protocol
   (vocab {settings["model"]["vocab_size"]}); model `{json.dumps(settings["model"])}`.
 - Stages (wall time on a 2-core CPU, one torch thread per process; training curves as mean of the first → last
@@ -110,6 +114,11 @@ ClinVideoSuite question templates (e.g. "When does bleeding happen? Answer with 
 {curriculum_lines(run)}
 {stage_line(run, "sft", sft)}
 {stage_line(run, "grpo", grpo)}
+- Training curves (`curves.png`): the curriculum's criterion on videos set aside, the SFT loss of the agent
+  and of the fair baseline, the GA-GRPO answer and crop rewards of the full run and its ablations.
+
+![training curves](curves.png)
+
 - Stage settings: `{json.dumps({k: settings[k] for k in ("curriculum", "sft", "grpo")})}`
 - This folder is the GA-GRPO checkpoint (`{model.name}`), inference files only.
 

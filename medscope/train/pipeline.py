@@ -95,10 +95,18 @@ def run_stage(out: str, name: str, fn: Callable[..., Any], kwargs: dict[str, Any
     return seconds
 
 
-def _one_thread() -> None:
+def _worker_init() -> None:
+    """Each worker: one torch thread, and medscope's progress lines (a spawned process starts without logging)."""
+    import logging
+
     import torch
 
     torch.set_num_threads(1)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("medscope")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
 
 
 def videos_stage(folder: Path, seeds: list[int], spec: dict[str, Any]) -> None:
@@ -249,7 +257,7 @@ def run_jobs(out: Path, jobs: list[Job], workers: int) -> None:
     done: set[str] = set()
     running: dict[Future[float], str] = {}
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context, initializer=_one_thread) as pool:
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context, initializer=_worker_init) as pool:
         while pending or running:
             ready = [job for job in pending.values() if set(job.needs) <= done]
             for job in ready[: max(1, workers) - len(running)]:
@@ -334,14 +342,14 @@ def main(config: PipelineConfig) -> dict[str, Any]:
     return table
 
 
-def _mean_se(values: list[float]) -> dict[str, float] | None:
-    """Mean and standard error (sample standard deviation / sqrt n) of per-question scores, in percent."""
+def _mean_se(values: list[float], videos: list[str]) -> dict[str, float] | None:
+    """Mean and standard error of per-question scores, in percent. The error is clustered by video: the
+    questions about one video share its frames and its difficulty, so they are not independent draws."""
+    from medscope.eval.tables import clustered_se
+
     if not values:
         return None
-    n = len(values)
-    mean = sum(values) / n
-    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
-    return {"mean": 100 * mean, "se": 100 * math.sqrt(var / n), "n": n}
+    return {"mean": 100 * sum(values) / len(values), "se": 100 * clustered_se(values, videos), "n": len(values)}
 
 
 def summarize(folder: Path) -> dict[str, Any]:
@@ -350,14 +358,19 @@ def summarize(folder: Path) -> dict[str, Any]:
     ground = [r for r in results if r["task"] == "grounding"]
     vqa = [r for r in results if r["task"] == "grounded_vqa"]
     firsts = [r["episode"]["turns"][0]["raw"] for r in results if r["episode"]["turns"]]
+
+    def stat(rows: list[dict[str, Any]], score: Callable[[dict[str, Any]], float]) -> dict[str, float] | None:
+        return _mean_se([score(r["metrics"]) for r in rows], [r["video"] for r in rows])
+
     return {
-        "grounding_miou": _mean_se([r["metrics"]["iou"] for r in ground]),
-        "grounding_r05": _mean_se([float(r["metrics"]["iou"] >= 0.5) for r in ground]),
-        "gvqa_accuracy": _mean_se([r["metrics"]["accuracy"] for r in vqa]),
-        "gvqa_miou": _mean_se([r["metrics"]["evidence_iou"] for r in vqa]),
+        "grounding_miou": stat(ground, lambda m: m["iou"]),
+        "grounding_r05": stat(ground, lambda m: float(m["iou"] >= 0.5)),
+        "gvqa_accuracy": stat(vqa, lambda m: m["accuracy"]),
+        "gvqa_miou": stat(vqa, lambda m: m["evidence_iou"]),
         "frames_viewed": sum(r["metrics"]["frames_viewed"] for r in results) / max(1, len(results)),
         "distinct_first_turns": [len(set(firsts)), len(firsts)],
         "questions": len(results),
+        "videos": len({r["video"] for r in results}),
     }
 
 
@@ -376,4 +389,6 @@ def results_table(table: dict[str, dict[str, Any]]) -> str:
                      f"{cell(r['gvqa_accuracy'])} | {cell(r['gvqa_miou'])} | {r['frames_viewed']:.1f} | "
                      f"{distinct}/{total} |")
     n = max((r["questions"] for r in table.values()), default=0)
-    return "\n".join(lines) + f"\n\n{n} held-out questions; mean ± standard error, in percent."
+    videos = max((r.get("videos", 0) for r in table.values()), default=0)
+    return "\n".join(lines) + (f"\n\n{n} held-out questions on {videos} unseen videos; mean ± standard error "
+                               "(clustered by video), in percent.")

@@ -125,14 +125,15 @@ ClinVideoSuite question templates (e.g. "When does bleeding happen? Answer with 
 ## Scores
 
 Held-out SynthClin samples ({held_out} from the held-out videos), one run, greedy decoding; mean ± standard error
-over the questions, in percent. Grounding mIoU and R@0.5 on grounding questions; GVQA: grounded VQA accuracy and
-evidence mIoU; frames viewed per question. The **uniform baseline** is the fair one: the same architecture, from
-the same curriculum checkpoint, trained on the same samples for as many epochs to answer from uniform frames
-without tools, evaluated at 1× and 4× the frames the teacher's episodes view. The ablations are GA-GRPO without
-the evidence reward and with plain IoU instead of the crop bonus. Reference rows know the truth or see perfectly:
-the teacher (it wrote the training trajectories), the oracle, and the uniform policy with perfect perception (what
-uniform frames can show at all). "Distinct first turns" counts the different opening turns over the questions: a
-model that writes the same search for every question and video has not learnt to read them.
+(clustered by video: a video's questions share its frames), in percent. Grounding mIoU and R@0.5 on grounding
+questions; GVQA: grounded VQA accuracy and evidence mIoU; frames viewed per question. The **uniform baseline** is
+the fair one: the same architecture, from the same curriculum checkpoint, trained on the same samples for as many
+epochs to answer from uniform frames without tools, evaluated at 1× and 4× the frames the teacher's episodes view.
+The ablations are GA-GRPO without the evidence reward and with plain IoU instead of the crop bonus. Reference rows
+know the truth or see perfectly: the teacher (it wrote the training trajectories), the oracle, and the uniform
+policy with perfect perception (what uniform frames can show at all). "Distinct first turns" counts the different
+opening turns over the questions: a model that writes the same search for every question and video has not learnt
+to read them.
 
 {results_md}
 

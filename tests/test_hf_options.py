@@ -81,6 +81,7 @@ def test_a_hub_id_runs_from_the_local_cache_offline(synth_video: SynthClinVideo,
 
 def test_a_missing_local_folder_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # "runs/grpo" is also a Hub id: only the local cache may be read
     (tmp_path / "runs").mkdir()
     with pytest.raises(BackendError, match=r"'runs/grpo': it is not a local folder \(there is no folder runs/grpo"):
         HFBackend.from_pretrained("runs/grpo", device="cpu")

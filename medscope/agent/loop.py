@@ -152,7 +152,7 @@ def _turn(
             episode.last_frame = result.arguments["timestamp"]
     else:
         turn.error = result.message
-    messages.append(protocol.observation_message(result, protocol.question_text(episode.question, episode.options)))
+    messages.append(protocol.observation_message(result, episode.question, episode.options))
     return turn, None
 
 

@@ -126,10 +126,12 @@ def question_text(question: str, options: list[str] | None = None) -> str:
     return text
 
 
-def observation_message(result: Observation | ToolError | FormatError, question: str = "") -> Message:
+def observation_message(
+    result: Observation | ToolError | FormatError, question: str = "", options: list[str] | None = None
+) -> Message:
     """A tool message: frames with timestamps, or the error the model must fix.
 
-    Frames come after ``question`` (``question_text``), as in the first user turn: every view is read knowing
+    Frames come after ``question`` (and its options), as in the first user turn: every view is read knowing
     what it is looked at for. A model that learnt to note the label of the frame that shows the asked thing as it
     passes (the pointer curriculum) finds the question right before the frames, not several views back."""
     if isinstance(result, ToolError):
@@ -141,7 +143,7 @@ def observation_message(result: Observation | ToolError | FormatError, question:
     if result.notes:
         head += " Note: " + "; ".join(result.notes) + "."
     if question:
-        head = question + "\n" + head
+        head = question_text(question, options) + "\n" + head
     return {"role": "tool", "content": [text_part(head), *frame_parts(result)]}
 
 

@@ -20,8 +20,11 @@ from medscope.train.card import log_history
 
 def _smooth(values: Sequence[float], window: int) -> list[float]:
     """Trailing mean over ``window`` points (GRPO's per-step rewards are one prompt's group each: noisy)."""
-    return [sum(values[max(0, i - window + 1): i + 1]) / len(values[max(0, i - window + 1): i + 1])
-            for i in range(len(values))]
+    out = []
+    for i in range(len(values)):
+        recent = values[max(0, i - window + 1): i + 1]
+        out.append(sum(recent) / len(recent))
+    return out
 
 
 def plot_curves(run: Path, path: Path, *, sft: Sequence[str] = ("sft", "sft_uniform"),

@@ -46,8 +46,8 @@ def trajectory_messages(trajectory: Trajectory, source: VideoSource, agent: Agen
         messages.append({"role": "assistant", "content": [text_part(turn["text"])]})
         parsed = parse_turn(turn["text"], duration=source.duration_seconds)
         if isinstance(parsed, ToolCall):
-            messages.append(protocol.observation_message(tools.call(parsed.name, parsed.arguments),
-                                                         protocol.question_text(sample.question, sample.options)))
+            messages.append(protocol.observation_message(tools.call(parsed.name, parsed.arguments), sample.question,
+                                                         sample.options))
     return messages
 
 

@@ -26,9 +26,10 @@ def _open(path: str) -> VideoSource:
     return VideoSource(path)
 
 
-def content_blocks(result: Observation | ToolError, question: str = "") -> list[dict[str, Any]]:
-    """The tool message content the agent loop would send for ``result`` (``question``: ``question_text``)."""
-    content = protocol.observation_message(result, question)["content"]
+def content_blocks(result: Observation | ToolError, question: str = "",
+                   options: list[str] | None = None) -> list[dict[str, Any]]:
+    """The tool message content the agent loop would send for ``result`` about ``question``."""
+    content = protocol.observation_message(result, question, options)["content"]
     return list(content)
 
 
@@ -55,12 +56,10 @@ class VideoToolEnv:
         return list(first["content"])
 
     def _call(self, name: str, arguments: dict[str, Any]) -> list[dict[str, Any]]:
-        if self.tools is None:
+        if self.tools is None or self.sample is None:
             raise RuntimeError("reset() must start a rollout before tools are called")
         self.calls += 1
-        assert self.sample is not None  # set by reset() with the tools
-        return content_blocks(self.tools.call(name, arguments),
-                              protocol.question_text(self.sample.question, self.sample.options))
+        return content_blocks(self.tools.call(name, arguments), self.sample.question, self.sample.options)
 
     # The tools carry no return annotation on purpose: the schema a trainer derives from a signature would then
     # gain a "return" field that the agent's own prompt (TOOL_SPECS) does not have. They return content blocks.

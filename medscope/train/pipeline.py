@@ -389,6 +389,6 @@ def results_table(table: dict[str, dict[str, Any]]) -> str:
                      f"{cell(r['gvqa_accuracy'])} | {cell(r['gvqa_miou'])} | {r['frames_viewed']:.1f} | "
                      f"{distinct}/{total} |")
     n = max((r["questions"] for r in table.values()), default=0)
-    videos = max((r.get("videos", 0) for r in table.values()), default=0)
+    videos = max((r["videos"] for r in table.values()), default=0)
     return "\n".join(lines) + (f"\n\n{n} held-out questions on {videos} unseen videos; mean ± standard error "
                                "(clustered by video), in percent.")

@@ -141,7 +141,7 @@ def bracket(seen: Sequence[float], hits: Sequence[float], bounds: Window) -> Win
 def _phase_window(seen: Sequence[float], phase: Window, bounds: Window) -> Window:
     """A phase as the seen frames place it (``bracket`` of the frames that show it); when none does, between
     the frames around its span."""
-    shown = [t for t in seen if phase[0] <= t < phase[1]]
+    shown = _inside(seen, phase)
     if shown:
         return bracket(seen, shown, bounds)
     return (max((t for t in seen if t < phase[0]), default=bounds[0]),

@@ -21,6 +21,7 @@ from medscope.train.curriculum import (
     Stage,
     _Video,
     exact_match,
+    listed,
     look_row,
     main,
     pointer_row,
@@ -74,6 +75,41 @@ def test_exact_match_needs_every_answer_token() -> None:
     logits[0, 1, 5] = logits[0, 2, 6] = 1.0  # row 0 predicts both answer tokens
     logits[1, 1, 5] = logits[1, 2, 7] = 1.0  # row 1 misses the second
     assert exact_match(logits, labels) == [True, False]
+
+
+class _Says:
+    """A model and processor that decode to fixed texts, one per row: what ``listed`` reads."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = iter(texts)
+        self.tokenizer = self
+
+    def eval(self) -> None:
+        pass
+
+    def apply_chat_template(self, *args: object, **kwargs: object) -> dict[str, torch.Tensor]:
+        return {"input_ids": torch.zeros(1, 1, dtype=torch.long)}
+
+    def generate(self, input_ids: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        return torch.zeros(1, 2, dtype=torch.long)
+
+    def decode(self, *args: object, **kwargs: object) -> str:
+        return next(self.texts)
+
+
+def test_listed_wants_a_window_between_labels_of_the_row() -> None:
+    video, rng = _video(), random.Random(2)
+    row = None
+    while row is None:
+        row = pointer_row(video, 8, rng, (0.5, 4.0), images=False, hint=0.0)
+    times = [float(t) for t, _ in _STAMP.findall(message_text(row[0]))]
+    a, b = f"{times[1]:.1f}", f"{times[3]:.1f}"
+    texts = [f"<answer>[{a}, {b}]</answer>",  # a window between two labels: listed
+             f"<answer>[{a}, {a}]</answer>",  # ends where it starts: a tool error in an episode
+             f"<answer>[{b}, {a}]</answer>",  # backwards
+             f"<answer>[{a}, {times[3] + 0.25}]</answer>"]  # a time no frame has
+    said = _Says(texts)
+    assert [listed(said, said, [row]) for _ in texts] == [1.0, 0.0, 0.0, 0.0]
 
 
 @pytest.mark.usefixtures("one_torch_thread")

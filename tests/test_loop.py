@@ -209,7 +209,7 @@ def test_trace_reader_names_the_bad_line(tmp_path: Path) -> None:
 
 def test_every_view_follows_the_question(synth_video: SynthClinVideo) -> None:
     """The question (and its options) comes right before the frames of every view: the overview and each tool
-    result, so that what the model looks for is next to what it looks at; errors carry no question."""
+    result, so that what the model looks for is next to what it looks at; an error too, before what to fix."""
     from medscope.agent.backends.base import message_text
 
     backend = ReplayBackend(["<think>oops</think>", CROP, ANSWER])
@@ -221,4 +221,4 @@ def test_every_view_follows_the_question(synth_video: SynthClinVideo) -> None:
         head = view["content"][0]["text"]
         assert head.startswith("Question: Which tool?\nOptions:\nA. grasper\nB. hook\n")
     error = next(m for m in last if m["role"] == "tool" and "Format error" in message_text(m))
-    assert "Question:" not in message_text(error)
+    assert message_text(error).startswith("Question: Which tool?\nOptions:\nA. grasper\nB. hook\nFormat error: ")

@@ -4,6 +4,7 @@ resuming from a checkpoint, LoRA merged on save. Data: a suite built from the se
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -20,12 +21,14 @@ from safetensors.torch import load_file  # noqa: E402
 
 from medscope.agent.backends.hf import HFBackend  # noqa: E402
 from medscope.agent.loop import AgentConfig  # noqa: E402
+from medscope.agent.protocol import render_answer, render_tool_call  # noqa: E402
 from medscope.config import add_config_arguments, config_from_args, flat_values, run_config_defaults  # noqa: E402
 from medscope.suite.build import BuildConfig, build  # noqa: E402
 from medscope.suite.qa import QAConfig  # noqa: E402
 from medscope.suite.records import read_jsonl  # noqa: E402
 from medscope.train import sft, tiny  # noqa: E402
-from medscope.train.data import fill_images, sft_rows  # noqa: E402
+from medscope.train.data import fill_images, sft_rows, to_row, trajectory_messages  # noqa: E402
+from medscope.video.source import VideoSource  # noqa: E402
 from medscope.video.synthclin import SynthClinVideo  # noqa: E402
 
 MAX_PIXELS = 128 * 96  # at most 12 visual tokens per frame
@@ -123,6 +126,43 @@ def test_loss_mask_is_the_assistant_turns(
     assert "<|im_start|>tool" not in prompt
     if arch == "qwen3_vl":  # the system prompt carries the tool schemas as a GRPO rollout renders them
         assert "<tools>" in prompt
+
+
+def test_a_slip_is_context_and_its_repair_is_trained(suite: Path, base_model: Path) -> None:
+    import datasets
+
+    trajectory = next(t for t in read_jsonl(suite / "trajectories.jsonl", "trajectory")
+                      if t.sample.task == "grounding")
+    closer = "One frame shows it. Look closer."
+    turns = [render_tool_call("crop_video", {"start_time": 10.0, "end_time": 40.0}, "Look at the phase."),
+             render_tool_call("crop_video", {"start_time": 20.0, "end_time": 25.0}, closer),
+             render_answer("[21.0, 24.0]", "Some frames show it.")]
+    trajectory = dataclasses.replace(trajectory, turns=[{"text": t, "observation": None} for t in turns])
+    plain = sft_rows([trajectory], AgentConfig(), stage=2)[0]
+    slipped = sft_rows([trajectory], AgentConfig(), stage=2, repair=1.0)[0]
+    said = [m["content"][0]["text"] for m in slipped["messages"] if m["role"] == "assistant"]
+    assert len(said) == 4 and [t for t in said if t in turns] == turns  # one slip, before one of the two crops
+    with VideoSource(trajectory.sample.video) as source:
+        slipped = to_row(trajectory_messages(trajectory, source, AgentConfig(), slip_at=2))
+    said = [m["content"][0]["text"] for m in slipped["messages"] if m["role"] == "assistant"]
+    slip = render_tool_call("crop_video", {"start_time": 20.0, "end_time": 20.0}, closer)
+    assert said == [turns[0], slip, *turns[1:]]
+    error = slipped["messages"][slipped["messages"].index(next(m for m in slipped["messages"]
+                                                              if m["content"][0]["text"] == slip)) + 1]
+    assert error["role"] == "tool" and "Tool error (crop_video)" in error["content"][0]["text"]
+    assert error["content"][0]["text"].startswith("Question: ")  # restated, as after every view
+    assert len(slipped["images"]) == len(plain["images"])  # the error shows no frame
+    # Through Arrow, as the trainer sees rows: the slip is in the prompt, but only the teacher's turns are learnt.
+    rows = list(datasets.Dataset.from_list([plain, slipped]))
+    processor = sft.load_processor(base_model)
+    batch = sft.AgentSFTCollator(processor)(rows)
+    tokenizer = processor.tokenizer
+    for i in range(2):
+        ids, labels = batch["input_ids"][i], batch["labels"][i]
+        trained = [tokenizer.decode(ids[s:e]) for s, e in _runs((labels != -100).tolist())]
+        assert trained == [f"{text}<|im_end|>\n" for text in turns]
+    assert '"end_time": 20.0' in tokenizer.decode(batch["input_ids"][1])
+    assert '"end_time": 20.0' not in tokenizer.decode(batch["input_ids"][0])
 
 
 def test_rows_survive_arrow(stage2_rows: list[dict[str, Any]]) -> None:

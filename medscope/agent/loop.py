@@ -136,7 +136,7 @@ def _turn(
         return turn, None
     if isinstance(parsed, FormatError):
         turn.kind, turn.error = "format_error", parsed.message
-        messages.append(protocol.observation_message(parsed))
+        messages.append(protocol.observation_message(parsed, episode.question, episode.options))
         return turn, None
     assert isinstance(parsed, ToolCall)
     turn.kind, turn.tool, turn.arguments = "tool_call", parsed.name, parsed.arguments

@@ -24,7 +24,7 @@ import jinja2
 from medscope.agent.backends.base import Message, image_part, text_part
 from medscope.video.tools import Observation, ToolError, finite_seconds
 
-PROMPT_VERSION = "3"
+PROMPT_VERSION = "4"
 Window = tuple[float, float]
 
 FORMAT_HINT = (
@@ -131,20 +131,20 @@ def observation_message(
 ) -> Message:
     """A tool message: frames with timestamps, or the error the model must fix.
 
-    Frames come after ``question`` (and its options), as in the first user turn: every view is read knowing
-    what it is looked at for. A model that learnt to note the label of the frame that shows the asked thing as it
-    passes (the pointer curriculum) finds the question right before the frames, not several views back."""
+    Frames (or the error) come after ``question`` (and its options), as in the first user turn: every view is
+    read knowing what it is looked at for. A model that learnt to note the label of the frame that shows the asked
+    thing as it passes (the pointer curriculum) finds the question right before the frames, not several views
+    back."""
+    asked = question_text(question, options) + "\n" if question else ""
     if isinstance(result, ToolError):
-        return {"role": "tool", "content": [text_part(f"Tool error ({result.tool}): {result.message}")]}
+        return {"role": "tool", "content": [text_part(f"{asked}Tool error ({result.tool}): {result.message}")]}
     if isinstance(result, FormatError):
-        return {"role": "tool", "content": [text_part(f"Format error: {result.message}")]}
+        return {"role": "tool", "content": [text_part(f"{asked}Format error: {result.message}")]}
     args = ", ".join(f"{k}={v:g}" for k, v in result.arguments.items())
     head = f"{result.tool}({args}) returned {len(result.frames)} frames."
     if result.notes:
         head += " Note: " + "; ".join(result.notes) + "."
-    if question:
-        head = question_text(question, options) + "\n" + head
-    return {"role": "tool", "content": [text_part(head), *frame_parts(result)]}
+    return {"role": "tool", "content": [text_part(asked + head), *frame_parts(result)]}
 
 
 FORCE_ANSWER = (

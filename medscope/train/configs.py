@@ -41,10 +41,14 @@ class SFTStageConfig:
         default=True, metadata={"help": "recompute activations in backward: less memory, about a third more time"}
     )
     report_to: str = field(default="none", metadata={"help": REPORT_HELP})
+    repair: float = field(default=0.0, metadata={"help": "stage 2: share of trajectories shown with a slip (a window "
+                                                         "that ends where it starts), its tool error and the repair"})
     # The frames and the system prompt must be the ones the trajectories were built with and the agent runs with.
     agent: AgentConfig = field(default_factory=AgentConfig)
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.repair <= 1.0:
+            raise ValueError(f"repair is a share of the trajectories, in [0, 1]; got {self.repair}")
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 (warm-up) or 2 (cold start), got {self.stage}")
         for name in ("batch_size", "grad_accum", "save_steps", "lora_r", "lora_alpha"):

@@ -301,8 +301,8 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
                     log.info("curriculum %s step %d loss %.3f exact %.2f %s", name, step, loss.item(), exact,
                              point or "")
                     # Copying and perceiving are measured exactly. Pointing over many frames compounds every
-                    # frame's perception error, so it passes once the answers are labels of the row (the skill
-                    # the next stages build on) and, with faded words, once they are gone.
+                    # frame's perception error, so it passes once the answers are windows between labels of the
+                    # row (the skill the next stages build on) and, with faded words, once they are gone.
                     score = point["listed"] if point else exact
                     stop[0] = float(score >= config.criterion and step >= stage.hint_fade)
                     model.train()
@@ -332,7 +332,9 @@ _WINDOW = re.compile(r"<answer>\[([0-9.]+), ([0-9.]+)\]")
 
 
 def listed(model: Any, processor: Any, rows: Sequence[Sequence[Message]], max_new_tokens: int = 24) -> float:
-    """Share of rows whose greedily decoded answer is a window between two labels the row shows."""
+    """Share of rows whose greedily decoded answer is a window between two labels the row shows, the end after
+    the start (a window that ends where it starts is a tool error in an episode, the slip a half-trained model
+    made most)."""
     import torch
 
     model.eval()
@@ -345,7 +347,8 @@ def listed(model: Any, processor: Any, rows: Sequence[Sequence[Message]], max_ne
             text = processor.tokenizer.decode(output[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
             labels = {part["text"].split("]")[0] + "]" for part in row[0]["content"] if part["type"] == "text"}
             match = _WINDOW.search(text)
-            hits += bool(match) and all(f"[{x}s]" in labels for x in match.groups())  # type: ignore[union-attr]
+            if match and all(f"[{x}s]" in labels for x in match.groups()):
+                hits += float(match.group(1)) < float(match.group(2))
     return hits / max(1, len(rows))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -28,6 +29,9 @@ from medscope.suite.records import Sample, Trajectory
 from medscope.video.source import VideoSource
 from medscope.video.tools import Observation, VideoTools
 
+# An assistant message marked with this key (True) is context only: the collator keeps it out of the loss.
+UNTRAINED = "untrained"
+
 
 def system_message(agent: AgentConfig) -> Message:
     text = protocol.system_prompt(overview_frames=agent.tools.overview_frames, max_turns=agent.max_turns,
@@ -35,16 +39,33 @@ def system_message(agent: AgentConfig) -> Message:
     return {"role": "system", "content": [text_part(text)]}
 
 
-def trajectory_messages(trajectory: Trajectory, source: VideoSource, agent: AgentConfig) -> list[Message]:
-    """The conversation the agent loop would have had, with the teacher's turns as the assistant's."""
+def trajectory_messages(trajectory: Trajectory, source: VideoSource, agent: AgentConfig, *,
+                        slip_at: int = 0) -> list[Message]:
+    """The conversation the agent loop would have had, with the teacher's turns as the assistant's.
+
+    ``slip_at`` = k > 0: before the trajectory's k-th ``crop_video``, the slip a half-trained model makes most —
+    the window's start written as its end too —, its real tool error, then the teacher's call. The slip is marked
+    ``UNTRAINED`` (no loss: the model must not learn to make it); the call after it is trained, so the model
+    learns to answer an error by looking back at the last view. A model that never saw an error in training
+    wrote nonsense after its first one and lost the episode."""
     sample = trajectory.sample
     tools = VideoTools(source, agent.tools)
     overview = tools.overview()
     messages = [system_message(agent), protocol.first_user_message(
         sample.question, overview, duration=source.duration_seconds, options=sample.options)]
+    crops = 0
     for turn in trajectory.turns:
-        messages.append({"role": "assistant", "content": [text_part(turn["text"])]})
         parsed = parse_turn(turn["text"], duration=source.duration_seconds)
+        if isinstance(parsed, ToolCall) and parsed.name == "crop_video":
+            crops += 1
+            if crops == slip_at:
+                start = parsed.arguments["start_time"]
+                slip = protocol.render_tool_call("crop_video", {"start_time": start, "end_time": start},
+                                                 parsed.think)
+                messages.append({"role": "assistant", "content": [text_part(slip)], UNTRAINED: True})
+                error = tools.call("crop_video", {"start_time": start, "end_time": start})
+                messages.append(protocol.observation_message(error, sample.question, sample.options))
+        messages.append({"role": "assistant", "content": [text_part(turn["text"])]})
         if isinstance(parsed, ToolCall):
             messages.append(protocol.observation_message(tools.call(parsed.name, parsed.arguments), sample.question,
                                                          sample.options))
@@ -79,7 +100,8 @@ def to_row(messages: Sequence[Message]) -> dict[str, Any]:
                 content.append({"type": "image", "text": None})
             else:
                 content.append({"type": "text", "text": part["text"]})
-        out.append({"role": message["role"], "content": content})
+        # Every message carries the flag, so that Arrow infers one schema for all rows.
+        out.append({"role": message["role"], "content": content, UNTRAINED: bool(message.get(UNTRAINED, False))})
     return {"messages": out, "images": images}
 
 
@@ -98,15 +120,19 @@ def fill_images(messages: Sequence[dict[str, Any]], images: Sequence[Image.Image
             else:
                 content.append({"type": "text", "text": part["text"]})
         out.append({"role": message["role"], "content": content})
+        if message.get(UNTRAINED):
+            out[-1][UNTRAINED] = True
     if next(frames, None) is not None:
         raise ValueError("more images than image placeholders in this row")
     return out
 
 
 def sft_rows(
-    items: Iterable[Sample | Trajectory], agent: AgentConfig, *, stage: int
+    items: Iterable[Sample | Trajectory], agent: AgentConfig, *, stage: int, repair: float = 0.0
 ) -> list[dict[str, Any]]:
-    """Stage-1 rows from samples, stage-2 rows from trajectories; each video is opened once."""
+    """Stage-1 rows from samples, stage-2 rows from trajectories; each video is opened once. ``repair``: the
+    share of trajectories shown with a slip before one of their crops and its repair (``trajectory_messages``),
+    drawn from the sample id."""
     by_video: dict[str, list[Sample | Trajectory]] = {}
     for item in items:
         video = item.video if isinstance(item, Sample) else item.sample.video
@@ -118,10 +144,17 @@ def sft_rows(
                 if stage == 1 and isinstance(item, Sample):
                     rows.append(to_row(warmup_messages(item, source, agent)))
                 elif stage == 2 and isinstance(item, Trajectory):
-                    rows.append(to_row(trajectory_messages(item, source, agent)))
+                    rows.append(to_row(trajectory_messages(item, source, agent, slip_at=_slip_at(item, repair))))
                 else:
                     raise ValueError(f"stage {stage} takes {'samples' if stage == 1 else 'trajectories'}")
     return rows
+
+
+def _slip_at(trajectory: Trajectory, share: float) -> int:
+    """Which ``crop_video`` of the trajectory gets a slip (1-based; 0: none), drawn from the sample id."""
+    crops = sum(1 for turn in trajectory.turns if '"crop_video"' in turn["text"])
+    rng = random.Random(f"slip/{trajectory.sample.id}")
+    return rng.randint(1, crops) if crops and rng.random() < share else 0
 
 
 def grpo_rows(samples: Iterable[Sample], agent: AgentConfig) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from medscope.agent.backends.processors import load_processor, template_shows_to
 from medscope.config import write_run_config
 from medscope.suite.records import Sample, Trajectory, read_jsonl
 from medscope.train.configs import SFTStageConfig
-from medscope.train.data import fill_images, sft_rows
+from medscope.train.data import UNTRAINED, fill_images, sft_rows
 from medscope.video.tools import TOOL_SPECS
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,10 @@ class AgentSFTCollator:
         return [tool_messages_as_user(c) for c in convs] if self.tool_messages_as_user else convs
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        conversations = self.conversations(examples)
+        untrained = [[bool(m.pop(UNTRAINED, False)) for m in c if m["role"] == "assistant"] for c in conversations]
         batch = self.processor.apply_chat_template(
-            self.conversations(examples),
+            conversations,
             tools=list(self.tools) or None,
             chat_template=self.chat_template,
             tokenize=True,
@@ -88,10 +90,29 @@ class AgentSFTCollator:
             processor_kwargs={"padding": True, "padding_side": "right", "add_special_tokens": False},
         )
         assistant = batch.pop("assistant_masks")
+        for row, flags in enumerate(untrained):
+            if any(flags):
+                _mask_turns(assistant[row], flags)
         labels = batch["input_ids"].clone()
         labels[(batch["attention_mask"] == 0) | (assistant == 0)] = -100
         batch["labels"] = labels
         return dict(batch)
+
+
+def _mask_turns(mask: Any, untrained: Sequence[bool]) -> None:
+    """Zero, in one row's assistant mask, the spans of the assistant turns flagged in ``untrained`` (the k-th
+    run of ones is the k-th assistant turn: tool or user turns always separate two of them)."""
+    values = mask.tolist()
+    runs = [i for i, v in enumerate(values) if v and (i == 0 or not values[i - 1])]
+    if len(runs) != len(untrained):
+        raise ValueError(f"the chat template marks {len(runs)} assistant spans for {len(untrained)} assistant "
+                         "turns: cannot tell which tokens belong to an untrained turn")
+    for start, skip in zip(runs, untrained, strict=True):
+        end = start
+        while end < len(values) and values[end]:
+            end += 1
+        if skip:
+            mask[start:end] = 0
 
 
 def load_rows(config: SFTStageConfig) -> list[dict[str, Any]]:
@@ -104,7 +125,7 @@ def load_rows(config: SFTStageConfig) -> list[dict[str, Any]]:
         records.append(record)
     if not records:
         raise ValueError(f"{config.data} holds no {kind} records")
-    return sft_rows(records, config.agent, stage=config.stage)
+    return sft_rows(records, config.agent, stage=config.stage, repair=config.repair)
 
 
 def last_checkpoint(out: Path) -> Path | None:

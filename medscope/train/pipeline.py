@@ -29,7 +29,7 @@ from typing import Any
 
 from medscope.io import write_text_atomic
 
-# name → the settings of every stage. The tiny preset takes about 80 minutes on a 2-core CPU (SFT is half of it).
+# name → the settings of every stage. The tiny preset takes about 75 minutes on a 2-core CPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         # Lengths vary, so overview timestamps differ between videos; 2 fps and a keyframe every frame, so the

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import random
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from PIL import Image
 
@@ -56,15 +56,15 @@ def trajectory_messages(trajectory: Trajectory, source: VideoSource, agent: Agen
     crops = 0
     for turn in trajectory.turns:
         parsed = parse_turn(turn["text"], duration=source.duration_seconds)
-        if isinstance(parsed, ToolCall) and parsed.name == "crop_video":
+        if _is_crop(parsed):
             crops += 1
             if crops == slip_at:
                 start = parsed.arguments["start_time"]
-                slip = protocol.render_tool_call("crop_video", {"start_time": start, "end_time": start},
-                                                 parsed.think)
+                arguments = {"start_time": start, "end_time": start}
+                slip = protocol.render_tool_call("crop_video", arguments, parsed.think)
                 messages.append({"role": "assistant", "content": [text_part(slip)], UNTRAINED: True})
-                error = tools.call("crop_video", {"start_time": start, "end_time": start})
-                messages.append(protocol.observation_message(error, sample.question, sample.options))
+                messages.append(protocol.observation_message(tools.call("crop_video", arguments), sample.question,
+                                                             sample.options))
         messages.append({"role": "assistant", "content": [text_part(turn["text"])]})
         if isinstance(parsed, ToolCall):
             messages.append(protocol.observation_message(tools.call(parsed.name, parsed.arguments), sample.question,
@@ -150,9 +150,15 @@ def sft_rows(
     return rows
 
 
+def _is_crop(parsed: object) -> TypeGuard[ToolCall]:
+    return isinstance(parsed, ToolCall) and parsed.name == "crop_video"
+
+
 def _slip_at(trajectory: Trajectory, share: float) -> int:
-    """Which ``crop_video`` of the trajectory gets a slip (1-based; 0: none), drawn from the sample id."""
-    crops = sum(1 for turn in trajectory.turns if '"crop_video"' in turn["text"])
+    """Which ``crop_video`` of the trajectory gets a slip (1-based; 0: none), drawn from the sample id; crops are
+    counted as ``trajectory_messages`` counts them."""
+    duration = trajectory.sample.duration
+    crops = sum(_is_crop(parse_turn(turn["text"], duration=duration)) for turn in trajectory.turns)
     rng = random.Random(f"slip/{trajectory.sample.id}")
     return rng.randint(1, crops) if crops and rng.random() < share else 0
 

@@ -50,6 +50,15 @@ def test_crop_reward_uses_the_last_crop_and_plain_iou_ablation() -> None:
     assert rewards.crop_reward([render_answer("x", "t")], _sample(), CFG) == 0.0
 
 
+def test_coarse_penalty_sets_what_a_coarse_crop_earns_and_nothing_else() -> None:
+    no_trap = RewardConfig(coarse_penalty=0.0)
+    coarse, miss, tight = crop(45, 70), crop(60, 70), crop(40, 56)  # IoU 5/30, 0, 10/16 with the truth [40, 50]
+    assert rewards.crop_reward([coarse, render_answer("x", "t")], _sample(), CFG) == -1.0  # the paper: below a miss
+    assert rewards.crop_reward([coarse, render_answer("x", "t")], _sample(), no_trap) == 0.0  # as a miss
+    assert rewards.crop_reward([miss, render_answer("x", "t")], _sample(), no_trap) == 0.0
+    assert rewards.crop_reward([tight, render_answer("x", "t")], _sample(), no_trap) == pytest.approx(1.2)
+
+
 def test_single_moment_truth() -> None:
     moment = _sample(evidence=[[42.0, 42.0]])
     assert rewards.crop_reward([crop(40, 45), render_answer("x", "t")], moment, CFG) == 1.0

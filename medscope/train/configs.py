@@ -89,6 +89,11 @@ class GRPOStageConfig:
     crop_bonus: bool = field(
         default=True, metadata={"help": "piecewise IoU bonus on crop_video (--no-crop-bonus: plain IoU)"}
     )
+    coarse_penalty: float = field(
+        default=-1.0, metadata={"help": "R_crop of a last crop that overlaps the truth with IoU < 0.5 (the paper's -1; "
+                                        "0: a coarse crop never scores below a miss, for a policy whose crops rarely "
+                                        "reach 0.5)"}
+    )
     modulation: bool = field(
         default=True, metadata={"help": "evidence-weighted advantage modulation (--no-modulation: the ablation)"}
     )
@@ -121,6 +126,7 @@ class GRPOStageConfig:
 
     @property
     def reward(self) -> RewardConfig:
-        """The reward settings of this run; the IoU bonus constants stay at the paper's values."""
+        """The reward settings of this run; h0, Δ and η stay at the paper's values."""
         return RewardConfig(w_acc=self.w_acc, w_fmt=self.w_fmt, w_evi=self.w_evi,
-                            evidence_reward=self.evidence_reward, crop_bonus=self.crop_bonus)
+                            evidence_reward=self.evidence_reward, crop_bonus=self.crop_bonus,
+                            coarse_penalty=self.coarse_penalty)

@@ -10,8 +10,11 @@ function ``(turns, sample, config) -> float``:
   windows in the protocol's strict form ``[s, e]`` / ``[[s, e], ...]``);
 - ``crop_reward`` R_crop, the IoU bonus on the *last* ``crop_video``, whose IoU is taken with the truth window it
   overlaps most (several truth windows) and compared with a float tolerance: IoU ≥ h0 → 1 + η·⌊(IoU − h0)/Δ⌋ (1 … 2);
-  0 < IoU < h0 → −1; no overlap or no crop → 0; a single-moment truth: 1 if the crop contains it.
-  ``crop_bonus=False`` (the ablation) pays the plain IoU instead;
+  0 < IoU < h0 → −1 (``coarse_penalty``); no overlap or no crop → 0; a single-moment truth: 1 if the crop contains
+  it. ``crop_bonus=False`` (the ablation) pays the plain IoU instead. The −1 ranks a crop that finds the evidence
+  but is coarse below one that misses it: right for a policy whose crops mostly overlap (it pushes them tighter),
+  a trap for one whose crops rarely reach h0 (it learns to miss); ``coarse_penalty=0`` keeps the bonus and drops
+  the trap;
 - ``frame_reward`` R_frame on the *last* ``get_frame``: 1 inside the truth window; for a single-moment truth
   max(0, 1 − |t − g| / w);
 - ``total_reward`` R = w_acc·R_acc + w_fmt·R_fmt + w_evi·(R_crop + R_frame), with every component returned.
@@ -50,6 +53,7 @@ class RewardConfig:
     h0: float = field(default=0.5, metadata={"help": "IoU threshold of the crop bonus"})
     delta: float = field(default=0.05, metadata={"help": "IoU step of the crop bonus"})
     eta: float = field(default=0.1, metadata={"help": "bonus per IoU step above h0"})
+    coarse_penalty: float = field(default=-1.0, metadata={"help": "R_crop of a crop with 0 < IoU < h0"})
     moment_width: float = field(default=1.0, metadata={"help": "seconds over which get_frame's reward decays"})
     evidence_reward: bool = field(default=True, metadata={"help": "pay R_evi (off: the ablation)"})
     crop_bonus: bool = field(default=True, metadata={"help": "piecewise IoU bonus (off: plain IoU)"})
@@ -116,7 +120,7 @@ def crop_reward(turns: Sequence[str], sample: Sample, config: RewardConfig) -> f
     if at_least(overlap, config.h0):
         steps = math.floor((overlap - config.h0) / config.delta + 1e-6)  # 0.6 - 0.5 is 0.0999… in floats
         return 1.0 + config.eta * steps
-    return -1.0 if overlap > 0 else 0.0
+    return config.coarse_penalty if overlap > 0 else 0.0
 
 
 def frame_reward(turns: Sequence[str], sample: Sample, config: RewardConfig) -> float:

@@ -22,6 +22,7 @@ from medscope.train.curriculum import (
     _Video,
     exact_match,
     listed,
+    load_videos,
     look_row,
     main,
     pointer_row,
@@ -141,3 +142,22 @@ def test_two_processes_run_every_stage_and_resume(synth_video: SynthClinVideo, t
     assert 0.0 <= report["stages"][2]["curve"][-1]["listed"] <= 1.0  # pointing is judged on decoded answers
     saved = json.loads((tmp_path / "out" / "curriculum.json").read_text())
     assert len(saved["stages"]) == 3
+
+
+def test_videos_load_alike_in_one_or_two_processes(synth_video: SynthClinVideo, tmp_path: Path) -> None:
+    import numpy as np
+
+    from medscope.train import tiny
+
+    for name in ("a", "b"):
+        shutil.copy(synth_video.video_path, tmp_path / synth_video.video_path.name)
+        shutil.copy(synth_video.annotation_path, tmp_path / f"{name}.json")
+    tok = tiny.build_tokenizer(["[12.5s] nothing"] * 20, vocab_size=300,
+                               chat_template=tiny.load_chat_template("qwen3_vl"))
+    processor = tiny.build_processor("qwen3_vl", tok, max_pixels=64 * 48)
+    alone, pooled = load_videos(tmp_path, processor), load_videos(tmp_path, processor, processes=2)
+    assert len(alone) == len(pooled) == 2
+    for one, two in zip(alone, pooled, strict=True):
+        assert (one.times, one.events, one.phases) == (two.times, two.events, two.phases) and one.events
+        assert len(one.images) == len(one.times) > 0 and one.images[0].size[0] * one.images[0].size[1] <= 64 * 48
+        assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(one.images, two.images, strict=True))

@@ -129,8 +129,6 @@ def test_loss_mask_is_the_assistant_turns(
 
 
 def test_a_slip_is_context_and_its_repair_is_trained(suite: Path, base_model: Path) -> None:
-    import datasets
-
     trajectory = next(t for t in read_jsonl(suite / "trajectories.jsonl", "trajectory")
                       if t.sample.task == "grounding")
     closer = "One frame shows it. Look closer."
@@ -153,7 +151,7 @@ def test_a_slip_is_context_and_its_repair_is_trained(suite: Path, base_model: Pa
     assert error["content"][0]["text"].startswith("Question: ")  # restated, as after every view
     assert len(slipped["images"]) == len(plain["images"])  # the error shows no frame
     # Through Arrow, as the trainer sees rows: the slip is in the prompt, but only the teacher's turns are learnt.
-    rows = list(datasets.Dataset.from_list([plain, slipped]))
+    rows = list(sft.frames_dataset([plain, slipped]))
     processor = sft.load_processor(base_model)
     batch = sft.AgentSFTCollator(processor)(rows)
     tokenizer = processor.tokenizer
@@ -166,13 +164,10 @@ def test_a_slip_is_context_and_its_repair_is_trained(suite: Path, base_model: Pa
 
 
 def test_rows_survive_arrow(stage2_rows: list[dict[str, Any]]) -> None:
-    import datasets
-
-    dataset = datasets.Dataset.from_list(stage2_rows[:1])
-    row = dataset[0]
+    row = sft.frames_dataset(stage2_rows[:1])[0]
     assert len(row["images"]) == len(stage2_rows[0]["images"])
-    assert row["images"][0].size == stage2_rows[0]["images"][0].size
-    assert np.array_equal(np.asarray(row["images"][-1]), np.asarray(stage2_rows[0]["images"][-1]))  # PNG: lossless
+    for read, written in zip(row["images"], stage2_rows[0]["images"], strict=True):  # PNG: lossless
+        assert read.mode == written.mode and np.array_equal(np.asarray(read), np.asarray(written))
     fill_images(row["messages"], row["images"])  # the placeholders still match the frames
 
 

@@ -90,9 +90,9 @@ class GRPOStageConfig:
         default=True, metadata={"help": "piecewise IoU bonus on crop_video (--no-crop-bonus: plain IoU)"}
     )
     coarse_penalty: float = field(
-        default=-1.0, metadata={"help": "R_crop of a last crop that overlaps the truth with IoU < 0.5 (the paper's -1; "
-                                        "0: a coarse crop never scores below a miss, for a policy whose crops rarely "
-                                        "reach 0.5)"}
+        default=-1.0, metadata={"help": "R_crop of a last crop that overlaps the truth with IoU < 0.5 (the paper's "
+                                        "-1; 0: a coarse crop never scores below a miss, for a policy whose crops "
+                                        "rarely reach 0.5)"}
     )
     modulation: bool = field(
         default=True, metadata={"help": "evidence-weighted advantage modulation (--no-modulation: the ablation)"}

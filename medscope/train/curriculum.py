@@ -24,11 +24,13 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import multiprocessing
 import random
 import re
 import socket
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +62,7 @@ class Stage:
 TINY_STAGES: tuple[Stage, ...] = (
     Stage("copy", 4, 2500), Stage("copy", 8, 1500),
     Stage("look", 1, 1000),
-    Stage("point", 4, 1200, hint_fade=600), Stage("point", 8, 1200, hint_fade=200), Stage("point", 16, 400),
+    Stage("point", 4, 1000, hint_fade=600), Stage("point", 8, 800, hint_fade=200), Stage("point", 16, 400),
 )
 # Each kind of stage once, a few steps: checks the code path end to end.
 SMOKE_STAGES: tuple[Stage, ...] = (Stage("copy", 4, 2), Stage("look", 1, 2), Stage("point", 4, 2, hint_fade=1))
@@ -76,6 +78,8 @@ class CurriculumConfig:
     batch_size: int = field(default=8, metadata={"help": "rows per step"})
     criterion: float = field(default=0.8, metadata={"help": "exact match on the aside videos that ends a stage"})
     check_every: int = field(default=50, metadata={"help": "steps between criterion checks"})
+    listed_every: int = field(default=200, metadata={"help": "point stages: steps between the decoded checks (48 "
+                                                           "generations each, the stage's criterion)"})
     check_rows: int = field(default=48, metadata={"help": "rows of the aside videos per check"})
     # From a fine crop's spacing to an overview's (16 frames over 2-4 minutes): every view an episode points in.
     spacing: tuple[float, float] = field(default=(0.5, 12.0), metadata={"help": "seconds between a row's frames"})
@@ -85,6 +89,9 @@ class CurriculumConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.check_every < 1 or self.listed_every % self.check_every:
+            raise ValueError(f"listed_every ({self.listed_every}) must be a multiple of check_every "
+                             f"({self.check_every})")
         if self.processes < 1 or self.batch_size % self.processes:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of processes ({self.processes})")
 
@@ -109,25 +116,43 @@ def _human(label: str) -> str:
     return label.replace("_", " ")
 
 
-def load_videos(folder: Path, processor: Any, max_pixels: int = ToolConfig().crop_max_pixels) -> list[_Video]:
+def load_videos(folder: Path, processor: Any, max_pixels: int = ToolConfig().crop_max_pixels,
+                processes: int = 1) -> list[_Video]:
     """Every ``*.json`` annotation in ``folder`` with its video, all frames decoded as ``crop_video`` decodes them
-    (``max_pixels``) and resized as ``processor`` will resize them (done once here, not at every step)."""
+    (``max_pixels``) and resized as ``processor`` will resize them (done once here, not at every step), in
+    ``processes`` processes (decoding is single-threaded: the tiny recipe's 300 videos took three minutes)."""
     images = processor.image_processor
-    factor = images.patch_size * images.merge_size
-    videos = []
-    for path in sorted(folder.glob("*.json")):
-        annotation = json.loads(path.read_text())
-        with VideoSource(folder / annotation["video"]) as source:
-            frames = source.frames_at_indices(range(source.num_frames), max_pixels=max_pixels)
-        size = smart_resize(frames[0].image.height, frames[0].image.width, factor=factor,
-                            min_pixels=images.size.shortest_edge, max_pixels=images.size.longest_edge)
-        resized = [f.image.resize((size[1], size[0]), Image.Resampling.BICUBIC) for f in frames]
-        videos.append(_Video([f.pts_seconds for f in frames], resized,
-                             [(_human(e["label"]), e["start"], e["end"]) for e in annotation["events"]],
-                             [(f"{_human(p['label'])} phase", p["start"], p["end"]) for p in annotation["phases"]]))
-    if not videos:
+    size = (images.patch_size * images.merge_size, images.size.shortest_edge, images.size.longest_edge)
+    paths = sorted(folder.glob("*.json"))
+    if not paths:
         raise ValueError(f"no annotated videos (*.json beside *.mp4) in {folder}")
-    return videos
+    if processes <= 1:
+        return [_video(*_decode(path, max_pixels, size)) for path in paths]
+    context = multiprocessing.get_context("spawn")  # a forked torch is not safe
+    with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        return [_video(*decoded) for decoded in pool.map(_decode, paths, [max_pixels] * len(paths),
+                                                         [size] * len(paths), chunksize=4)]
+
+
+def _decode(path: Path, max_pixels: int, size: tuple[int, int, int]) -> tuple[Any, ...]:
+    """One video's frame times, frames as one uint8 array (it crosses processes much faster than PIL images),
+    events and phases; ``size`` is the processor's (patch factor, min pixels, max pixels)."""
+    import numpy as np
+
+    annotation = json.loads(path.read_text())
+    with VideoSource(path.parent / annotation["video"]) as source:
+        frames = source.frames_at_indices(range(source.num_frames), max_pixels=max_pixels)
+    factor, low, high = size
+    height, width = smart_resize(frames[0].image.height, frames[0].image.width, factor=factor, min_pixels=low,
+                                 max_pixels=high)
+    pixels = np.stack([np.asarray(f.image.resize((width, height), Image.Resampling.BICUBIC)) for f in frames])
+    return ([f.pts_seconds for f in frames], pixels,
+            [(_human(e["label"]), e["start"], e["end"]) for e in annotation["events"]],
+            [(f"{_human(p['label'])} phase", p["start"], p["end"]) for p in annotation["phases"]])
+
+
+def _video(times: list[float], pixels: Any, events: list[Any], phases: list[Any]) -> _Video:
+    return _Video(times, [Image.fromarray(frame) for frame in pixels], events, phases)
 
 
 def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float, float], *,
@@ -256,7 +281,8 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
                 source = out / "stages" / done[-1]["name"]
     processor = load_processor(source)
     model = AutoModelForImageTextToText.from_pretrained(source, local_files_only=True)
-    videos = load_videos(Path(config.videos), processor)
+    # Each data-parallel process loads the videos itself; alone, it decodes with as many processes as threads.
+    videos = load_videos(Path(config.videos), processor, processes=config.threads if world == 1 else 1)
     aside = max(1, len(videos) // 10)  # the criterion is measured on videos never trained on
     train_videos, check_videos = videos[aside:], videos[:aside]
     collate = AgentSFTCollator(processor, tools=())
@@ -295,15 +321,15 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
                 stop = torch.zeros(1)
                 if rank == 0:
                     exact = _check(model, collate, checks, config.batch_size)
-                    point = {"listed": round(listed(model, processor, check_messages), 3)} \
-                        if stage.kind == "point" else {}
+                    decode = stage.kind == "point" and (step % config.listed_every == 0 or step == stage.max_steps)
+                    point = {"listed": round(listed(model, processor, check_messages), 3)} if decode else {}
                     curve.append({"step": step, "loss": round(loss.item(), 4), "exact": round(exact, 3), **point})
                     log.info("curriculum %s step %d loss %.3f exact %.2f %s", name, step, loss.item(), exact,
                              point or "")
                     # Copying and perceiving are measured exactly. Pointing over many frames compounds every
                     # frame's perception error, so it passes once the answers are windows between labels of the
                     # row (the skill the next stages build on) and, with faded words, once they are gone.
-                    score = point["listed"] if point else exact
+                    score = point["listed"] if point else 0.0 if stage.kind == "point" else exact
                     stop[0] = float(score >= config.criterion and step >= stage.hint_fade)
                     model.train()
                 if world > 1:

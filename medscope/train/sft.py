@@ -128,6 +128,23 @@ def load_rows(config: SFTStageConfig) -> list[dict[str, Any]]:
     return sft_rows(records, config.agent, stage=config.stage, repair=config.repair)
 
 
+def frames_dataset(rows: Sequence[dict[str, Any]]) -> Any:
+    """Rows as a ``datasets.Dataset`` whose ``images`` column is a list of ``Image()`` (PNG bytes, lossless; read
+    back as PIL). The frames are encoded here at zlib level 1: ``datasets`` would encode them at PIL's default
+    level 6, four times slower for PNGs 20% smaller, and that encoding was a fifth of the tiny recipe's SFT."""
+    import io
+
+    import datasets
+
+    def png(image: Any) -> dict[str, Any]:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=1)
+        return {"bytes": buffer.getvalue(), "path": None}
+
+    encoded = [{**row, "images": [png(image) for image in row["images"]]} for row in rows]
+    return datasets.Dataset.from_list(encoded).cast_column("images", datasets.List(datasets.Image()))
+
+
 def last_checkpoint(out: Path) -> Path | None:
     """The newest ``checkpoint-N`` that was saved completely (the trainer writes ``trainer_state.json`` last)."""
     if not out.is_dir():
@@ -156,7 +173,6 @@ def save_model(model: Any, processor: Any, out: Path, *, source: Path) -> Path:
 
 def main(config: SFTStageConfig) -> Path:
     """Train one stage; returns ``out``, which then holds the trained model and its processor."""
-    import datasets
     import torch
     from transformers import AutoModelForImageTextToText
     from trl import SFTConfig, SFTTrainer
@@ -165,8 +181,7 @@ def main(config: SFTStageConfig) -> Path:
         raise ValueError("sft needs --data FILE, --model DIR and --out DIR")
     source, out = Path(config.model), Path(config.out)
     write_run_config(config, out)
-    # PIL frames survive Arrow: from_list infers a List(Image()) column (PNG bytes, lossless) and gives back PIL.
-    dataset = datasets.Dataset.from_list(load_rows(config))
+    dataset = frames_dataset(load_rows(config))
     model = AutoModelForImageTextToText.from_pretrained(source, local_files_only=True, dtype="auto")
     processor = load_processor(source)
     on_gpu = torch.cuda.is_available()

@@ -223,12 +223,15 @@ def test_build_trainer_maps_the_ablation_flags(suite: Path, tiny_model: Path, tm
     assert default.reward_func_names == list(grpo.COMPONENTS)
     assert default.reward_weights.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
     assert default.args.max_tool_calling_iterations == 3 and default.num_generations == 4
+    assert all(f.config.coarse_penalty == -1.0 for f in default.reward_funcs)  # the paper's
 
     ablated = grpo.build_trainer(_config(suite, tiny_model, tmp_path / "b", evidence_reward=False,
-                                         crop_bonus=False, modulation=False, std_normalise=True, kl=0.04))
+                                         crop_bonus=False, modulation=False, std_normalise=True, kl=0.04,
+                                         coarse_penalty=0.0))
     assert ablated.args.scale_rewards == "group" and ablated.args.beta == 0.04 and not ablated.modulation
     assert ablated.reward_weights.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
     assert not ablated.reward_funcs[0].config.crop_bonus and ablated.ref_model is not None
+    assert all(f.config.coarse_penalty == 0.0 for f in ablated.reward_funcs)
 
     vllm = grpo.training_args(_config(suite, tiny_model, tmp_path / "c", use_vllm=True, vllm_mode="server"))
     assert vllm.use_vllm and vllm.vllm_mode == "server"
@@ -244,9 +247,11 @@ def test_cli_flags(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, grpo.GRPOStageConfig)
     args = parser.parse_args(["--data", "s.jsonl", "--model", "m", "--out", "o", "--no-evidence-reward",
-                              "--no-modulation", "--std-normalise", "--kl", "0.04", "--crop-frames", "4"])
+                              "--no-modulation", "--std-normalise", "--kl", "0.04", "--crop-frames", "4",
+                              "--coarse-penalty", "0"])
     config = config_from_args(grpo.GRPOStageConfig, args)
     assert not config.evidence_reward and not config.modulation and config.std_normalise and config.kl == 0.04
+    assert config.reward.coarse_penalty == 0.0
     assert config.agent.tools.crop_frames == 4 and not config.reward.evidence_reward
 
 

@@ -43,8 +43,9 @@ def plot_curves(run: Path, path: Path, *, sft: Sequence[str] = ("sft", "sft_unif
         for stage in json.loads(record.read_text())["stages"]:
             steps = [offset + c["step"] for c in stage["curve"]]
             ax.plot(steps, [c["exact"] for c in stage["curve"]], color="tab:blue")
-            if any("listed" in c for c in stage["curve"]):
-                ax.plot(steps, [c.get("listed", 0.0) for c in stage["curve"]], color="tab:orange")
+            decoded = [(step, c["listed"]) for step, c in zip(steps, stage["curve"], strict=True) if "listed" in c]
+            if decoded:  # measured at fewer checks than exact match
+                ax.plot(*zip(*decoded, strict=True), color="tab:orange", marker=".")
             ax.axvline(offset, color="0.85", lw=0.8)
             ax.text(offset, 1.02, stage["name"].split("-", 1)[1], fontsize=7, rotation=45)
             offset += stage["steps"]

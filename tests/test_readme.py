@@ -238,7 +238,7 @@ NOT_RUN: dict[str, str] = {
     "medscope train sft --stage 2 --data runs/suite/trajectories.jsonl --model runs/sft1 --out runs/sft2":
         "needs runs/sft1 from the stage-1 example above",
     "medscope train grpo --data runs/suite/samples.jsonl --model runs/sft2 --out runs/grpo '[--no-evidence-reward]' "
-    "'[--no-crop-bonus]' '[--no-modulation]' '[--std-normalise]' '[--kl' '0.04]'":
+    "'[--no-crop-bonus]' '[--coarse-penalty' '0]' '[--no-modulation]' '[--std-normalise]' '[--kl' '0.04]'":
         "needs runs/sft2 from the stage-2 example above; the bracketed flags are options",
     "accelerate launch --config_file configs/accelerate/zero3.yaml -m medscope.cli train sft --config "
     "configs/recipes/qwen2.5-vl-7b-sft1.yaml": "8 GPUs and Qwen2.5-VL-7B",

@@ -55,23 +55,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = rows(Path(tmp), args.videos)
     frames = sum(len(r["images"]) for r in data)
-    timings: dict[str, list[float]] = {"datasets default (level 6)": [], "frames_dataset (level 1)": []}
+    conditions = {"datasets default (level 6)": datasets.Dataset.from_list, "frames_dataset (level 1)": frames_dataset}
+    timings: dict[str, list[float]] = {name: [] for name in conditions}
     sizes: dict[str, float] = {}
     for _ in range(args.rounds):  # in turns, so drift in the machine's load hits both alike
-        for name, make in (("datasets default (level 6)", datasets.Dataset.from_list),
-                           ("frames_dataset (level 1)", frames_dataset)):
+        for name, make in conditions.items():
             started = time.perf_counter()
             table = make(data)
             timings[name].append((time.perf_counter() - started) / len(data))
             sizes[name] = table.data.nbytes / frames
-    default, ours = (statistics.median(t) for t in timings.values())
     medians = {name: statistics.median(values) for name, values in timings.items()}
+    default, ours = medians.values()
     result = {"rows": len(data), "frames": frames, "seconds_per_row": medians, "bytes_per_frame": sizes,
               "speedup": default / ours, "machine": platform.processor() or platform.machine()}
     print(f"{len(data)} rows, {frames} frames ({frames / len(data):.0f} per row)")
     print("| encoding | s per row | bytes per frame |\n|---|---|---|")
-    for name in timings:
-        print(f"| {name} | {statistics.median(timings[name]):.3f} | {sizes[name]:.0f} |")
+    for name, median in medians.items():
+        print(f"| {name} | {median:.3f} | {sizes[name]:.0f} |")
     print(f"frames_dataset is {default / ours:.1f}x faster")
     out = Path(args.out) / "sft_rows.json"
     write_text_atomic(out, json.dumps(result, indent=2) + "\n")

@@ -90,8 +90,8 @@ class CurriculumConfig:
 
     def __post_init__(self) -> None:
         if self.check_every < 1 or self.listed_every % self.check_every:
-            raise ValueError(f"listed_every ({self.listed_every}) must be a multiple of check_every "
-                             f"({self.check_every})")
+            raise ValueError(f"check_every ({self.check_every}) must be >= 1 and listed_every ({self.listed_every}) "
+                             "a multiple of it")
         if self.processes < 1 or self.batch_size % self.processes:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of processes ({self.processes})")
 
@@ -329,7 +329,7 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
                     # Copying and perceiving are measured exactly. Pointing over many frames compounds every
                     # frame's perception error, so it passes once the answers are windows between labels of the
                     # row (the skill the next stages build on) and, with faded words, once they are gone.
-                    score = point["listed"] if point else 0.0 if stage.kind == "point" else exact
+                    score = point.get("listed", 0.0) if stage.kind == "point" else exact  # 0 between decodes
                     stop[0] = float(score >= config.criterion and step >= stage.hint_fade)
                     model.train()
                 if world > 1:

@@ -16,6 +16,7 @@ or the data (``medscope suite build``).
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
@@ -132,8 +133,6 @@ def frames_dataset(rows: Sequence[dict[str, Any]]) -> Any:
     """Rows as a ``datasets.Dataset`` whose ``images`` column is a list of ``Image()`` (PNG bytes, lossless; read
     back as PIL). The frames are encoded here at zlib level 1: ``datasets`` would encode them at PIL's default
     level 6, four times slower for PNGs 20% smaller, and that encoding was a fifth of the tiny recipe's SFT."""
-    import io
-
     import datasets
 
     def png(image: Any) -> dict[str, Any]:

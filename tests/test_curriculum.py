@@ -1,5 +1,6 @@
-"""The pointer curriculum: rows whose answers are labels the row shows, the exact-match criterion, and a real
-two-process (gloo) run of every kind of stage that resumes from its last finished stage."""
+"""The pointer curriculum: rows whose answers are labels the row shows, first-turn rows as the agent renders its
+first turn, the exact-match criterion, and a real two-process (gloo) run of every kind of stage that resumes from
+its last finished stage."""
 
 from __future__ import annotations
 
@@ -15,19 +16,26 @@ import torch
 from PIL import Image
 
 from medscope.agent.backends.base import message_text
+from medscope.agent.protocol import first_user_message, format_seconds
+from medscope.suite.records import Sample, Trajectory, write_jsonl
+from medscope.suite.trajectories import vcot_trajectory
 from medscope.train.curriculum import (
     NOTHING,
     CurriculumConfig,
     Stage,
     _Video,
     exact_match,
+    first_row,
+    first_rows,
     listed,
     load_videos,
     look_row,
     main,
     pointer_row,
 )
+from medscope.video.source import VideoSource
 from medscope.video.synthclin import SynthClinVideo
+from medscope.video.tools import VideoTools
 
 _STAMP = re.compile(r"\[([0-9.]+)s\]( [a-z ]+)?")
 
@@ -113,6 +121,53 @@ def test_listed_wants_a_window_between_labels_of_the_row() -> None:
     assert [listed(said, said, [row]) for _ in texts] == [1.0, 0.0, 0.0, 0.0]
 
 
+def _teacher_trajectory(synth_video: SynthClinVideo) -> Trajectory:
+    """The teacher's real episode on a grounding question about the video's first event."""
+    event = json.loads(synth_video.annotation_path.read_text())["events"][0]
+    with VideoSource(synth_video.video_path) as source:
+        sample = Sample(id="synth/0", video=str(synth_video.video_path), duration=source.duration_seconds,
+                        question=f"When does {event['label'].replace('_', ' ')} happen? Answer with the time "
+                                 "window(s) in seconds.", answer=f"[{event['start']}, {event['end']}]",
+                        task="grounding", evidence=[[event["start"], event["end"]]], source="synthclin")
+        return vcot_trajectory(sample, source)
+
+
+def _processor(words: str) -> object:
+    from medscope.train import tiny
+
+    tok = tiny.build_tokenizer([words] * 20, vocab_size=300, chat_template=tiny.load_chat_template("qwen3_vl"))
+    return tiny.build_processor("qwen3_vl", tok, max_pixels=64 * 48)
+
+
+def test_first_rows_show_the_first_turn_as_the_agent_renders_it(synth_video: SynthClinVideo, tmp_path: Path) -> None:
+    trajectory = _teacher_trajectory(synth_video)
+    shutil.copy(synth_video.video_path, tmp_path / synth_video.video_path.name)
+    shutil.copy(synth_video.annotation_path, tmp_path / synth_video.annotation_path.name)
+    (video,) = load_videos(tmp_path, _processor("[12.5s] nothing"))
+    user, assistant = first_row(trajectory, video)
+    with VideoSource(synth_video.video_path) as source:
+        overview = VideoTools(source).overview()
+        agent = first_user_message(trajectory.sample.question, overview, duration=source.duration_seconds)
+    assert overview.timestamps == trajectory.overview and len(trajectory.overview) == 16
+    texts = [[p["text"] for p in m["content"] if p["type"] == "text"] for m in (user, agent)]
+    assert texts[0] == texts[1] and format_seconds(trajectory.overview[3]) in texts[0]  # the agent's words, labels
+    images = [p["image"] for p in user["content"] if p["type"] == "image"]
+    assert images == [video.images[video.times.index(t)] for t in trajectory.overview]  # the frames at the labels
+    assert message_text(assistant) == trajectory.turns[0]["text"] and "<tool_call>" in message_text(assistant)
+    # Rows come from each file's trajectories on the videos given; a file with none on them is left out.
+    write_jsonl(tmp_path / "a.jsonl", [trajectory, trajectory])
+    other = dataclasses.replace(trajectory, sample=dataclasses.replace(trajectory.sample, video="elsewhere.mp4"))
+    write_jsonl(tmp_path / "b.jsonl", [other])
+    rows = first_rows([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")], [video])
+    assert len(rows) == 1 and len(rows[0]) == 2 and message_text(rows[0][0][1]) == trajectory.turns[0]["text"]
+
+
+def test_a_first_stage_without_trajectories_is_refused(tmp_path: Path) -> None:
+    config = CurriculumConfig(videos=str(tmp_path), model=str(tmp_path), out=str(tmp_path / "out"))
+    with pytest.raises(ValueError, match="--trajectories"):
+        main(config, (Stage("first", 16, 2),))
+
+
 @pytest.mark.usefixtures("one_torch_thread")
 def test_two_processes_run_every_stage_and_resume(synth_video: SynthClinVideo, tmp_path: Path) -> None:
     from medscope.train import tiny
@@ -122,39 +177,37 @@ def test_two_processes_run_every_stage_and_resume(synth_video: SynthClinVideo, t
     for path in (synth_video.video_path, synth_video.annotation_path):
         shutil.copy(path, videos / path.name)
     shutil.copy(synth_video.annotation_path, videos / "copy.json")  # two videos: one is set aside for the criterion
+    write_jsonl(tmp_path / "trajectories.jsonl", [_teacher_trajectory(synth_video)])
     tok = tiny.build_tokenizer(["When does bleeding happen? [12.5s] nothing <answer>[1.0, 2.0]</answer>"] * 20,
                                vocab_size=400, chat_template=tiny.load_chat_template("qwen3_vl"))
     tiny.save_tiny(tiny.build_tiny_model("qwen3_vl", tok, hidden_size=32, layers=1, vision_hidden=16),
                    tiny.build_processor("qwen3_vl", tok, max_pixels=64 * 48), tmp_path / "init")
-    stages = (Stage("copy", 4, 3), Stage("look", 1, 2), Stage("point", 4, 3, hint_fade=2))
+    stages = (Stage("copy", 4, 3), Stage("look", 1, 2), Stage("point", 4, 3, hint_fade=2), Stage("first", 16, 2))
     config = CurriculumConfig(videos=str(videos), model=str(tmp_path / "init"), out=str(tmp_path / "out"),
-                              batch_size=4, processes=2, check_every=2, check_rows=4)
+                              trajectories=(str(tmp_path / "trajectories.jsonl"),), batch_size=4, processes=2,
+                              check_every=2, check_rows=4)
     report = main(config, stages[:2])
     assert [s["name"] for s in report["stages"]] == ["0-copy4", "1-look1"]
     assert [c["step"] for c in report["stages"][0]["curve"]] == [2, 3]  # checked every 2 steps and at the end
     before = (tmp_path / "out" / "stages" / "1-look1" / "model.safetensors").stat().st_mtime_ns
-    # The first two are done: only the third runs, from the second's model (in this process: resuming does not
+    # The first two are done: only the others run, from the second's model (in this process: resuming does not
     # depend on how the stages before ran).
     report = main(dataclasses.replace(config, processes=1, batch_size=2), stages)
-    assert [s["name"] for s in report["stages"]] == ["0-copy4", "1-look1", "2-point4"]
+    assert [s["name"] for s in report["stages"]] == ["0-copy4", "1-look1", "2-point4", "3-first16"]
     assert (tmp_path / "out" / "stages" / "1-look1" / "model.safetensors").stat().st_mtime_ns == before
     assert (tmp_path / "out" / "model.safetensors").is_file()
     assert 0.0 <= report["stages"][2]["curve"][-1]["listed"] <= 1.0  # pointing is judged on decoded answers
     saved = json.loads((tmp_path / "out" / "curriculum.json").read_text())
-    assert len(saved["stages"]) == 3
+    assert len(saved["stages"]) == 4 and report["stages"][3]["steps"] == 2
 
 
 def test_videos_load_alike_in_one_or_two_processes(synth_video: SynthClinVideo, tmp_path: Path) -> None:
     import numpy as np
 
-    from medscope.train import tiny
-
     for name in ("a", "b"):
         shutil.copy(synth_video.video_path, tmp_path / synth_video.video_path.name)
         shutil.copy(synth_video.annotation_path, tmp_path / f"{name}.json")
-    tok = tiny.build_tokenizer(["[12.5s] nothing"] * 20, vocab_size=300,
-                               chat_template=tiny.load_chat_template("qwen3_vl"))
-    processor = tiny.build_processor("qwen3_vl", tok, max_pixels=64 * 48)
+    processor = _processor("[12.5s] nothing")
     alone, pooled = load_videos(tmp_path, processor), load_videos(tmp_path, processor, processes=2)
     assert len(alone) == len(pooled) == 2
     for one, two in zip(alone, pooled, strict=True):

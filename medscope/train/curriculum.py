@@ -11,6 +11,12 @@ a step count (the skill appears at a different point in each run):
 2. ``look``: one frame → what it shows and the phase (perception, a short warm-up).
 3. ``point``: the same question over real frames, whose words fade out over the first steps, few frames
    first. Questions ask for an event (a few seconds) or a phase (its span), as a crop does in an episode.
+4. ``first``: the first turn of the training episodes: the question and the overview as the agent shows them,
+   then what the policy wrote first (``--trajectories``: the teacher's, and the fair baseline's uniform policy's
+   as often, so that both models start from one checkpoint that saw both formats equally). Pointing learnt with
+   bare answers did not carry over to the protocol: SFT straight after ``point`` wrote a first crop whose start is
+   an overview label in 3 of 203 held-out episodes, the same crop for every question of a video; 300 steps of
+   this stage took validation first turns to 58 of 86.
 
 Rows are single user turns (question first, then the labelled frames, as ``protocol.first_user_message``
 renders them) and a bare ``<answer>[lo, hi]</answer>``: no system prompt, so a row costs tens of tokens,
@@ -40,10 +46,11 @@ from PIL import Image
 from medscope.agent.backends.base import Message, image_part, text_part
 from medscope.agent.backends.openai import smart_resize
 from medscope.agent.backends.scripted import bracket, shows
-from medscope.agent.protocol import format_seconds, format_time, question_text
+from medscope.agent.protocol import first_user_message, format_seconds, format_time, question_text
 from medscope.io import write_text_atomic
-from medscope.video.source import VideoSource
-from medscope.video.tools import ToolConfig
+from medscope.suite.records import Trajectory, read_jsonl
+from medscope.video.source import Frame, VideoSource
+from medscope.video.tools import Observation, ToolConfig
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +59,8 @@ NOTHING = "nothing"
 
 @dataclass(frozen=True)
 class Stage:
-    kind: str  # copy | look | point
-    frames: int  # frames (labels) per row
+    kind: str  # copy | look | point | first
+    frames: int  # frames (labels) per row (first: the agent's overview; each row shows what its episode showed)
     max_steps: int
     hint_fade: int = 0  # point: steps over which the words next to the frames fade out (0: no words)
 
@@ -62,10 +69,12 @@ class Stage:
 TINY_STAGES: tuple[Stage, ...] = (
     Stage("copy", 4, 2500), Stage("copy", 8, 1500),
     Stage("look", 1, 1000),
-    Stage("point", 4, 1000, hint_fade=600), Stage("point", 8, 800, hint_fade=200), Stage("point", 16, 400),
+    Stage("point", 4, 1000, hint_fade=600), Stage("point", 8, 800, hint_fade=200), Stage("point", 16, 200),
+    Stage("first", 16, 400),
 )
 # Each kind of stage once, a few steps: checks the code path end to end.
-SMOKE_STAGES: tuple[Stage, ...] = (Stage("copy", 4, 2), Stage("look", 1, 2), Stage("point", 4, 2, hint_fade=1))
+SMOKE_STAGES: tuple[Stage, ...] = (Stage("copy", 4, 2), Stage("look", 1, 2), Stage("point", 4, 2, hint_fade=1),
+                                   Stage("first", 16, 2))
 STAGES = {"tiny": TINY_STAGES, "smoke": SMOKE_STAGES}
 
 
@@ -73,6 +82,9 @@ STAGES = {"tiny": TINY_STAGES, "smoke": SMOKE_STAGES}
 class CurriculumConfig:
     videos: str = field(default="", metadata={"help": "folder of training videos with SynthClin-style annotations"})
     model: str = field(default="", metadata={"help": "model folder to start from"})
+    trajectories: tuple[str, ...] = field(default=(), metadata={
+        "help": "first stages: trajectories.jsonl files on these videos, whose first turns are the rows (each file "
+                "as often)"})
     out: str = field(default="", metadata={"help": "output folder: the trained model and curriculum.json"})
     lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate (constant after a short warm-up)"})
     batch_size: int = field(default=8, metadata={"help": "rows per step"})
@@ -104,6 +116,7 @@ class _Video:
     images: list[Image.Image]
     events: list[tuple[str, float, float]]  # (label, start, end)
     phases: list[tuple[str, float, float]]
+    name: str = ""  # the video file's name, as a trajectory's sample names it
 
     def shows(self, t: float) -> str:
         return next((label for label, s, e in self.events if shows(t, (s, e))), NOTHING)
@@ -136,7 +149,7 @@ def load_videos(folder: Path, processor: Any, max_pixels: int = ToolConfig().cro
 
 def _decode(path: Path, max_pixels: int, size: tuple[int, int, int]) -> tuple[Any, ...]:
     """One video's frame times, frames as one uint8 array (it crosses processes much faster than PIL images),
-    events and phases; ``size`` is the processor's (patch factor, min pixels, max pixels)."""
+    events, phases and file name; ``size`` is the processor's (patch factor, min pixels, max pixels)."""
     import numpy as np
 
     annotation = json.loads(path.read_text())
@@ -148,11 +161,12 @@ def _decode(path: Path, max_pixels: int, size: tuple[int, int, int]) -> tuple[An
     pixels = np.stack([np.asarray(f.image.resize((width, height), Image.Resampling.BICUBIC)) for f in frames])
     return ([f.pts_seconds for f in frames], pixels,
             [(_human(e["label"]), e["start"], e["end"]) for e in annotation["events"]],
-            [(f"{_human(p['label'])} phase", p["start"], p["end"]) for p in annotation["phases"]])
+            [(f"{_human(p['label'])} phase", p["start"], p["end"]) for p in annotation["phases"]],
+            Path(annotation["video"]).name)
 
 
-def _video(times: list[float], pixels: Any, events: list[Any], phases: list[Any]) -> _Video:
-    return _Video(times, [Image.fromarray(frame) for frame in pixels], events, phases)
+def _video(times: list[float], pixels: Any, events: list[Any], phases: list[Any], name: str) -> _Video:
+    return _Video(times, [Image.fromarray(frame) for frame in pixels], events, phases, name)
 
 
 def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float, float], *,
@@ -204,6 +218,29 @@ def look_row(video: _Video, rng: random.Random) -> list[Message]:
     return [{"role": "user", "content": parts}, {"role": "assistant", "content": [text_part(answer)]}]
 
 
+def first_row(trajectory: Trajectory, video: _Video) -> list[Message]:
+    """The first turn of ``trajectory``'s episode: its question and overview frames as the agent shows them
+    (``protocol.first_user_message``), then the policy's first turn."""
+    sample = trajectory.sample
+    indices = [_nearest(video.times, t) for t in trajectory.overview]
+    overview = Observation("overview", {"duration": sample.duration},
+                           tuple(Frame(i, video.times[i], video.images[i]) for i in indices))
+    user = first_user_message(sample.question, overview, duration=sample.duration, options=sample.options)
+    return [user, {"role": "assistant", "content": [text_part(trajectory.turns[0]["text"])]}]
+
+
+def first_rows(paths: Sequence[str], videos: Sequence[_Video]) -> list[list[list[Message]]]:
+    """Per trajectories file, the first-turn rows of its trajectories on ``videos`` (files with none left out)."""
+    by_name = {video.name: video for video in videos}
+    out = []
+    for path in paths:
+        rows = [first_row(t, by_name[Path(t.sample.video).name]) for t in read_jsonl(path, "trajectory")
+                if Path(t.sample.video).name in by_name and t.overview and t.turns]
+        if rows:
+            out.append(rows)
+    return out
+
+
 def _nearest(times: Sequence[float], t: float) -> int:
     i = bisect.bisect_left(times, t)
     if i == 0:
@@ -214,7 +251,10 @@ def _nearest(times: Sequence[float], t: float) -> int:
 
 
 def draw(stage: Stage, videos: Sequence[_Video], rng: random.Random, spacing: tuple[float, float],
-         step: int) -> list[Message]:
+         step: int, firsts: Sequence[Sequence[list[Message]]] = ()) -> list[Message]:
+    """One row of ``stage``; a first stage's from ``firsts`` (``first_rows``), each file as often."""
+    if stage.kind == "first":
+        return rng.choice(rng.choice(firsts))
     while True:
         video = rng.choice(videos)
         if stage.kind == "look":
@@ -242,6 +282,9 @@ def main(config: CurriculumConfig, stages: Sequence[Stage] = TINY_STAGES) -> dic
     draws its own rows and the gradients are averaged (gloo), so the weights stay identical."""
     if not config.videos or not config.model or not config.out:
         raise ValueError("the curriculum needs videos, model and out folders")
+    if any(stage.kind == "first" for stage in stages) and not config.trajectories:
+        raise ValueError("a 'first' stage learns the first turns of trajectories: give their trajectories.jsonl "
+                         "files (--trajectories, from `medscope suite build` on the same videos)")
     Path(config.out).mkdir(parents=True, exist_ok=True)
     if config.processes == 1:
         _train(0, config, tuple(stages), None)
@@ -285,6 +328,13 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
     videos = load_videos(Path(config.videos), processor, processes=config.threads if world == 1 else 1)
     aside = max(1, len(videos) // 10)  # the criterion is measured on videos never trained on
     train_videos, check_videos = videos[aside:], videos[:aside]
+    firsts: tuple[list[list[list[Message]]], list[list[list[Message]]]] = ([], [])  # rows of first stages
+    if any(stage.kind == "first" for stage in stages):
+        firsts = (first_rows(config.trajectories, train_videos), first_rows(config.trajectories, check_videos))
+        if len(firsts[0]) < len(config.trajectories) or not firsts[1]:
+            raise ValueError(f"{', '.join(config.trajectories)}: each needs trajectories on the videos in "
+                             f"{config.videos}, some of them on the tenth set aside (the first by name): build them "
+                             "from these videos")
     collate = AgentSFTCollator(processor, tools=())
     rows_per_step = config.batch_size // world
     for number, stage in enumerate(stages):
@@ -294,14 +344,14 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
         torch.manual_seed(config.seed + number)
         rng = random.Random(f"{config.seed}/train/{name}/{rank}")
         check_rng = random.Random(f"{config.seed}/check/{name}")
-        check_messages = [draw(stage, check_videos, check_rng, config.spacing, stage.max_steps)
+        check_messages = [draw(stage, check_videos, check_rng, config.spacing, stage.max_steps, firsts[1])
                           for _ in range(config.check_rows)] if rank == 0 else []
         checks = [to_row(messages) for messages in check_messages]
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
         started, curve, step = time.monotonic(), [], 0
         model.train()
         while step < stage.max_steps:
-            batch = collate([to_row(draw(stage, train_videos, rng, config.spacing, step))
+            batch = collate([to_row(draw(stage, train_videos, rng, config.spacing, step, firsts[0]))
                              for _ in range(rows_per_step)])
             for group in optimizer.param_groups:  # a short warm-up: Adam's first steps are large
                 group["lr"] = config.lr * min(1.0, (step + 1) / 50)
@@ -326,7 +376,8 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
                     curve.append({"step": step, "loss": round(loss.item(), 4), "exact": round(exact, 3), **point})
                     log.info("curriculum %s step %d loss %.3f exact %.2f %s", name, step, loss.item(), exact,
                              point or "")
-                    # Copying and perceiving are measured exactly. Pointing over many frames compounds every
+                    # Copying, perceiving and first turns are measured exactly (the whole turn as its policy
+                    # wrote it). Pointing over many frames compounds every
                     # frame's perception error, so it passes once the answers are windows between labels of the
                     # row (the skill the next stages build on) and, with faded words, once they are gone.
                     score = point.get("listed", 0.0) if stage.kind == "point" else exact  # 0 between decodes

@@ -168,11 +168,13 @@ def init_stage(folder: Path, suite: str, spec: dict[str, Any], seed: int) -> Non
     tiny.save_tiny(model, processor, folder)
 
 
-def curriculum_stage(folder: Path, videos: str, model: str, spec: dict[str, Any], seed: int) -> None:
+def curriculum_stage(folder: Path, videos: str, model: str, trajectories: tuple[str, ...], spec: dict[str, Any],
+                     seed: int) -> None:
     from medscope.train import curriculum
 
     stages = curriculum.STAGES[spec["stages"]]
-    config = curriculum.CurriculumConfig(videos=videos, model=model, out=str(folder), lr=spec["lr"],
+    config = curriculum.CurriculumConfig(videos=videos, model=model, trajectories=trajectories, out=str(folder),
+                                         lr=spec["lr"],
                                          batch_size=spec["batch_size"], check_rows=spec.get("check_rows", 48),
                                          processes=spec.get("processes", 1), threads=spec.get("threads", 1),
                                          seed=seed)
@@ -302,8 +304,13 @@ def plan(config: PipelineConfig) -> tuple[list[Job], dict[str, str]]:
         Job("suite_eval", suite_stage, {"videos": path["videos_eval"], "spec": preset["suite"]}, ("videos_eval",)),
         Job("init", init_stage, {"suite": path["suite_train"], "spec": preset["model"], "seed": seed},
             ("suite_train",)),
+        # Its last stage learns the first turns of both policies' training episodes, the teacher's and the uniform
+        # one's, as often: the agent and the fair baseline start from one checkpoint.
         Job("curriculum", curriculum_stage, {"videos": path["videos_train"], "model": path["init"],
-                                             "spec": preset["curriculum"], "seed": seed}, ("init",)),
+                                             "trajectories": tuple(str(out / folder / "trajectories.jsonl") for folder
+                                                                   in ("suite_train", "uniform_trajectories")),
+                                             "spec": preset["curriculum"], "seed": seed},
+            ("init", "uniform_trajectories")),
         Job("uniform_trajectories", uniform_trajectories_stage, {"suite": path["suite_train"]}, ("suite_train",)),
         # The agent learns from the teacher's episodes; the fair baseline, from the same curriculum checkpoint and
         # the same samples for as many epochs, to answer from uniform frames.

@@ -192,7 +192,8 @@ def test_two_processes_run_every_stage_and_resume(synth_video: SynthClinVideo, t
     before = (tmp_path / "out" / "stages" / "1-look1" / "model.safetensors").stat().st_mtime_ns
     # The first two are done: only the others run, from the second's model (in this process: resuming does not
     # depend on how the stages before ran).
-    report = main(dataclasses.replace(config, processes=1, batch_size=2), stages)
+    report = main(dataclasses.replace(config, processes=1, batch_size=2, threads=2), stages)
+    assert torch.get_num_threads() == 1  # its two threads were its own: the caller keeps its one
     assert [s["name"] for s in report["stages"]] == ["0-copy4", "1-look1", "2-point4", "3-first16"]
     assert (tmp_path / "out" / "stages" / "1-look1" / "model.safetensors").stat().st_mtime_ns == before
     assert (tmp_path / "out" / "model.safetensors").is_file()

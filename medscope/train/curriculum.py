@@ -289,7 +289,13 @@ def main(config: CurriculumConfig, stages: Sequence[Stage] = TINY_STAGES) -> dic
                          "files (--trajectories, from `medscope suite build` on the same videos)")
     Path(config.out).mkdir(parents=True, exist_ok=True)
     if config.processes == 1:
-        _train(0, config, tuple(stages), None)
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            _train(0, config, tuple(stages), None)
+        finally:  # the caller goes on with its own threads: a pipeline worker kept two for the SFT after it,
+            torch.set_num_threads(threads)  # three threads on two cores beside the other SFT
     else:
         import torch.multiprocessing
 

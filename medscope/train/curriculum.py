@@ -15,14 +15,14 @@ a step count (the skill appears at a different point in each run):
    then what the policy wrote first (``--trajectories``: the teacher's, and the fair baseline's uniform policy's
    as often, so that both models start from one checkpoint that saw both formats equally). Pointing learnt with
    bare answers did not carry over to the protocol: SFT straight after ``point`` wrote a first crop whose start is
-   an overview label in 3 of 203 held-out episodes, the same crop for every question of a video; 300 steps of
-   this stage took validation first turns to 58 of 86.
+   an overview label in 3 of 203 held-out episodes, the same crop for every question of a video; after 300 steps
+   of this stage (teacher rows only), 58 of 86 validation first crops started at one.
 
 Rows are single user turns (question first, then the labelled frames, as ``protocol.first_user_message``
-renders them) and a bare ``<answer>[lo, hi]</answer>``: no system prompt, so a row costs tens of tokens,
-not a thousand. Frames come from the training videos only, decoded once; a tenth of the videos are kept aside
-to measure the criterion (exact match of every answer token under teacher forcing, which is what greedy
-decoding writes). Nothing here reads the held-out videos.
+renders them) and a bare ``<answer>[lo, hi]</answer>`` (``first``: the policy's turn): no system prompt, so a
+row costs tens to hundreds of tokens, not two thousand. Frames come from the training videos only, decoded
+once; a tenth of the videos are kept aside to measure the criterion (exact match of every answer token under
+teacher forcing, which is what greedy decoding writes). Nothing here reads the held-out videos.
 """
 
 from __future__ import annotations

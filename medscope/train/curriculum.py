@@ -385,9 +385,9 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
                     log.info("curriculum %s step %d loss %.3f exact %.2f %s", name, step, loss.item(), exact,
                              point or "")
                     # Copying, perceiving and first turns are measured exactly (the whole turn as its policy
-                    # wrote it). Pointing over many frames compounds every
-                    # frame's perception error, so it passes once the answers are windows between labels of the
-                    # row (the skill the next stages build on) and, with faded words, once they are gone.
+                    # wrote it). Pointing over many frames compounds every frame's perception error, so it passes
+                    # once the answers are windows between labels of the row (the skill the next stages build on)
+                    # and, with faded words, once they are gone.
                     score = point.get("listed", 0.0) if stage.kind == "point" else exact  # 0 between decodes
                     stop[0] = float(score >= config.criterion and step >= stage.hint_fade)
                     model.train()

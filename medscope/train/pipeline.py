@@ -175,8 +175,8 @@ def curriculum_stage(folder: Path, videos: str, model: str, trajectories: tuple[
 
     stages = curriculum.STAGES[spec["stages"]]
     config = curriculum.CurriculumConfig(videos=videos, model=model, trajectories=trajectories, out=str(folder),
-                                         lr=spec["lr"],
-                                         batch_size=spec["batch_size"], check_rows=spec.get("check_rows", 48),
+                                         lr=spec["lr"], batch_size=spec["batch_size"],
+                                         check_rows=spec.get("check_rows", 48),
                                          processes=spec.get("processes", 1), threads=spec.get("threads", 1),
                                          seed=seed)
     curriculum.main(config, stages)

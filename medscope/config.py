@@ -35,7 +35,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Any], *, pre
         if dataclasses.is_dataclass(kind):  # nested configs get their own group (see config_from_args)
             continue
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f.metadata.get("help", "")
+        # argparse %-formats help (for %(default)s): a literal "%" in a help text or a default must be doubled
+        help_text = f.metadata.get("help", "").replace("%", "%%")
+        shown = str(default).replace("%", "%%")
         dest = prefix + f.name
         if kind is bool:
             group.add_argument(_flag(dest), dest=dest, action=argparse.BooleanOptionalAction, default=default,
@@ -45,12 +47,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Any], *, pre
         if origin is tuple:
             item = typing.get_args(kind)[0]
             group.add_argument(_flag(dest), dest=dest, type=item, nargs="+", default=default,
-                               help=f"{help_text} (default: {default})")
+                               help=f"{help_text} (default: {shown})")
             continue
         if origin in (typing.Union, types.UnionType):  # Optional[X]
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
         group.add_argument(_flag(dest), dest=dest, type=kind, default=default,
-                           help=f"{help_text} (default: {default})")
+                           help=f"{help_text} (default: {shown})")
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace, *, prefix: str = "") -> T:

@@ -54,3 +54,14 @@ def test_trl_outside_the_tested_range_is_refused() -> None:
     check_trl()  # the installed one is the tested one
     with pytest.raises(UnsupportedVersionError, match=r"TRL >=1.16,<1.17 .* this is TRL 1.18.0"):
         check_trl("1.18.0")
+
+
+def test_every_subcommand_help_renders_its_texts_verbatim() -> None:
+    """argparse %-formats help texts: a "%" in one (the --threads help says "22% slower") once printed argparse's
+    internals instead of the help."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
+    pages = {name: sub.format_help() for name, sub in commands.choices.items()}
+    assert "22% slower" in pages["eval"]
+    for name, page in pages.items():
+        assert "option_strings" not in page, name

@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/eval_throughput.py --out benchmarks/results
 	$(PY) benchmarks/review_workspace.py --out benchmarks/results
 	$(PY) benchmarks/sft_rows.py --out benchmarks/results
+	$(PY) benchmarks/policy_ceiling.py --out benchmarks/results
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check medscope tests benchmarks

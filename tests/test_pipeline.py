@@ -57,3 +57,26 @@ def test_standard_errors_are_clustered_by_video(tmp_path: Path) -> None:
     assert row["grounding_miou"] == {"mean": 50.0, "se": 50.0, "n": 4}
     assert row["videos"] == 2 and row["distinct_first_turns"] == [2, 4] and row["gvqa_accuracy"] is None
     assert "4 held-out questions on 2 unseen videos" in results_table({"m": row})
+
+
+def test_differences_are_paired_by_question_and_clustered_by_video(tmp_path: Path) -> None:
+    """grpo minus another row, question by question: the two folders' means differ by 10 points; the error is of the
+    per-question differences (two videos), and a question only one folder answered is left out."""
+    from medscope.train.pipeline import paired, results_table, summarize
+
+    def folder(name: str, ious: list[float], extra: bool = False) -> Path:
+        rows = [{"id": f"q{k}", "task": "grounding", "video": "ab"[k // 2] + ".mp4", "metrics": {"iou": iou,
+                 "frames_viewed": 8}, "episode": {"turns": [{"raw": "t"}]}} for k, iou in enumerate(ious)]
+        if extra:
+            rows.append({**rows[0], "id": "only-here", "metrics": {"iou": 1.0, "frames_viewed": 8}})
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return tmp_path / name
+
+    grpo, sft = folder("grpo", [1.0, 0.5, 0.2, 0.0], extra=True), folder("sft", [0.8, 0.3, 0.2, 0.0])
+    difference = paired(grpo, sft)
+    assert difference is not None and difference["n"] == 4
+    assert difference["mean"] == pytest.approx(10.0) and difference["se"] == pytest.approx(10.0)
+    table = {"grpo": summarize(grpo), "sft": {**summarize(sft), "grpo_minus": difference}}
+    assert "grpo minus each row, per question over the 4 grounding questions" in results_table(table)
+    assert "sft +10.0 ± 10.0" in results_table(table)

@@ -356,7 +356,7 @@ def main(config: PipelineConfig) -> dict[str, Any]:
     jobs, rows = plan(config)
     run_jobs(out, jobs, config.workers)
     table = {row: summarize(out / stage) for row, stage in rows.items()}
-    for row, stage in rows.items():  # the issue's comparisons are differences on the same questions
+    for row, stage in rows.items():  # GA-GRPO vs SFT, its ablations and the fair baseline: on the same questions
         if row != "grpo":
             table[row]["grpo_minus"] = paired(out / rows["grpo"], out / stage)
     summary = results_table(table)
@@ -417,7 +417,8 @@ def paired(base: Path, other: Path) -> dict[str, float] | None:
 
 def results_table(table: dict[str, dict[str, Any]]) -> str:
     """Markdown: each row's grounding mIoU and R@0.5, grounded-VQA accuracy and evidence mIoU (mean ± standard
-    error over the held-out questions), frames viewed and distinct first turns."""
+    error over the held-out questions), frames viewed and distinct first turns; then, where rows carry it
+    (``grpo_minus``, from ``paired``), GA-GRPO minus each row question by question."""
     def cell(entry: dict[str, float] | None) -> str:
         return "–" if not entry else f"{entry['mean']:.1f} ± {entry['se']:.1f}"
 
@@ -432,7 +433,7 @@ def results_table(table: dict[str, dict[str, Any]]) -> str:
     n = max((r["questions"] for r in table.values()), default=0)
     videos = max((r["videos"] for r in table.values()), default=0)
     text = "\n".join(lines) + (f"\n\n{n} held-out questions on {videos} unseen videos; mean ± standard error "
-                               "(clustered by video), in percent.")
+                             "(clustered by video), in percent.")
     differences = {row: r["grpo_minus"] for row, r in table.items() if r.get("grpo_minus")}
     if differences:
         questions = max(d["n"] for d in differences.values())

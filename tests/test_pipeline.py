@@ -49,9 +49,9 @@ def test_standard_errors_are_clustered_by_video(tmp_path: Path) -> None:
     error is that of two draws (50 points), not of four independent ones (29 points)."""
     from medscope.train.pipeline import results_table, summarize
 
-    rows = [{"task": "grounding", "video": video, "metrics": {"iou": iou, "frames_viewed": 8},
+    rows = [{"id": f"q{k}", "task": "grounding", "video": video, "metrics": {"iou": iou, "frames_viewed": 8},
              "episode": {"turns": [{"raw": f"turn {video}"}]}}
-            for video, iou in (("a.mp4", 1.0), ("a.mp4", 1.0), ("b.mp4", 0.0), ("b.mp4", 0.0))]
+            for k, (video, iou) in enumerate((("a.mp4", 1.0), ("a.mp4", 1.0), ("b.mp4", 0.0), ("b.mp4", 0.0)))]
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     row = summarize(tmp_path)
     assert row["grounding_miou"] == {"mean": 50.0, "se": 50.0, "n": 4}

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medscope.eval.folder import read_lines
 from medscope.io import write_text_atomic
 
 # name → the settings of every stage. The tiny preset takes about an hour on a 2-core CPU.
@@ -381,7 +382,7 @@ def _mean_se(values: list[float], videos: list[str]) -> dict[str, float] | None:
 
 def summarize(folder: Path) -> dict[str, Any]:
     """One row of the results table from an eval folder's ``results.jsonl``."""
-    results = [json.loads(line) for line in (folder / "results.jsonl").open() if line.strip()]
+    results = read_lines(folder / "results.jsonl")
     ground = [r for r in results if r["task"] == "grounding"]
     vqa = [r for r in results if r["task"] == "grounded_vqa"]
     firsts = [r["episode"]["turns"][0]["raw"] for r in results if r["episode"]["turns"]]
@@ -402,8 +403,8 @@ def summarize(folder: Path) -> dict[str, Any]:
 
 
 def _grounding_ious(folder: Path) -> dict[str, tuple[float, str]]:
-    rows = (json.loads(line) for line in (folder / "results.jsonl").open() if line.strip())
-    return {r["id"]: (r["metrics"]["iou"], r["video"]) for r in rows if r["task"] == "grounding"}
+    return {r["id"]: (r["metrics"]["iou"], r["video"]) for r in read_lines(folder / "results.jsonl")
+            if r["task"] == "grounding"}
 
 
 def paired(base: Path, other: Path) -> dict[str, float] | None:

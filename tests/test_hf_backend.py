@@ -205,8 +205,8 @@ class _ScriptedFirstTurn:
     def identity(self) -> dict[str, str]:
         return self.backend.identity()
 
-    def generate(self, messages: list[dict[str, Any]], *, stop: Any, max_new_tokens: int) -> str:
-        text = self.backend.generate(messages, stop=stop, max_new_tokens=max_new_tokens)
+    def generate(self, messages: list[dict[str, Any]], *, stop: Any, max_new_tokens: int, turn: Any = None) -> str:
+        text = self.backend.generate(messages, stop=stop, max_new_tokens=max_new_tokens, turn=turn)
         self.stats.append(dict(self.backend.last_prompt_stats))
         if len(self.stats) == 1:
             return '<think>look</think><tool_call>{"name": "crop_video", "arguments": ' \

@@ -17,6 +17,7 @@ from typing import Any
 
 from medscope.agent import protocol
 from medscope.agent.backends.base import Backend, Message, text_part
+from medscope.agent.grammar import TOOL_NAMES, TurnFormat
 from medscope.agent.protocol import FinalAnswer, FormatError, ToolCall
 from medscope.agent.trace import Episode, ObservationRecord, TurnRecord
 from medscope.io import repair_text
@@ -31,6 +32,9 @@ class AgentConfig:
     explicit_evidence: bool = field(
         default=False, metadata={"help": "ask the model for <evidence> windows (else: its last crop/get_frame)"}
     )
+    grammar: bool = field(default=True, metadata={
+        "help": "constrain each turn to the protocol's grammar where the backend can (hf): the model still chooses "
+                "every word, tool and number, but cannot break the format"})
     tools: ToolConfig = field(default_factory=ToolConfig)
 
     def __post_init__(self) -> None:
@@ -122,7 +126,10 @@ def _turn(
 ) -> tuple[TurnRecord, FinalAnswer | None]:
     t0 = time.perf_counter()
     # a lone surrogate from a server would break every write of the episode: repaired here, once
-    raw = repair_text(backend.generate(messages, stop=stop, max_new_tokens=config.max_new_tokens))
+    # A forced turn (budget spent) may only answer; a "when" question is answered with windows.
+    fmt = TurnFormat(tools=() if forced else TOOL_NAMES, windows=episode.task == "grounding",
+                     explicit_evidence=config.explicit_evidence) if config.grammar else None
+    raw = repair_text(backend.generate(messages, stop=stop, max_new_tokens=config.max_new_tokens, turn=fmt))
     generate_seconds = time.perf_counter() - t0
     parsed = protocol.parse_turn(raw, duration=tools.source.duration_seconds)
     messages.append({"role": "assistant", "content": [text_part(raw)]})

@@ -9,10 +9,13 @@ A message is ``{"role": "system" | "user" | "assistant" | "tool", "content": [pa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    from medscope.agent.grammar import TurnFormat
 
 Message = dict[str, Any]
 
@@ -30,7 +33,11 @@ class Backend(Protocol):
         """``{"backend": ..., "model": ...}`` for traces and reports."""
         ...
 
-    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str: ...
+    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int,
+                 turn: TurnFormat | None = None) -> str:
+        """``turn``: what the turn may be (``grammar.TurnFormat``); a backend that can constrain decoding to it does
+        (the HF backend), the others write freely and the parser judges the turn."""
+        ...
 
 
 def text_part(text: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from medscope.agent.backends.base import (
     tool_messages_as_user,
     truncate_at_stop,
 )
+from medscope.agent.grammar import TurnFormat, turn_grammar
 from medscope.video.tools import TOOL_SPECS
 
 
@@ -55,6 +56,7 @@ class HFBackend:
                 ends.update(source if isinstance(source, (list, tuple)) else [source])
         self._end_ids = ends
         self._end_texts = [t for t in self.tokenizer.convert_ids_to_tokens(sorted(ends)) if t]
+        self._grammar_tokenizer: Any = None  # llguidance's view of the tokenizer, built on first constrained turn
 
     @classmethod
     def from_pretrained(
@@ -114,7 +116,8 @@ class HFBackend:
 
     # -- generation ---------------------------------------------------------------------------------------------
 
-    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
+    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int,
+                 turn: TurnFormat | None = None) -> str:
         import torch
 
         convo = list(messages) if self.tool_images_native else tool_messages_as_user(messages)
@@ -151,6 +154,8 @@ class HFBackend:
             gen |= {"temperature": None, "top_p": None, "top_k": None}
         if stop:
             gen |= {"stop_strings": list(stop), "tokenizer": self.tokenizer}
+        if turn is not None:
+            gen["logits_processor"] = [GrammarProcessor(self._matcher(turn), int(input_ids.shape[1]))]
         with torch.inference_mode():
             output = self.model.generate(**inputs, **gen)
         new_ids = [i for i in output[0, input_ids.shape[1] :].tolist() if i not in self._end_ids]
@@ -159,6 +164,51 @@ class HFBackend:
         for end in self._end_texts:
             text = text.replace(end, "")
         return truncate_at_stop(text, stop)
+
+
+    def _matcher(self, turn: TurnFormat) -> Any:
+        """A fresh llguidance matcher of ``turn``'s grammar over this tokenizer."""
+        import llguidance
+        import llguidance.hf
+
+        if self._grammar_tokenizer is None:
+            self._grammar_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer)
+        added = self.tokenizer.get_added_vocab()
+        grammar = llguidance.LLMatcher.grammar_from_lark(turn_grammar(turn, lambda tag: tag in added))
+        matcher = llguidance.LLMatcher(self._grammar_tokenizer, grammar, log_level=0)
+        if matcher.is_error():  # our grammar is wrong for this tokenizer: a bug to report, not the model's slip
+            raise BackendError(f"the protocol grammar does not compile for this tokenizer: {matcher.get_error()}")
+        return matcher
+
+
+class GrammarProcessor:
+    """A transformers logits processor that lets through only the tokens ``matcher``'s grammar allows next.
+
+    ``generate`` calls it before choosing each new token, with every token so far; the ones chosen since the last
+    call are fed to the matcher first. Masking (not reranking) keeps every choice the grammar leaves open to the
+    model. One conversation at a time, as the backend generates."""
+
+    def __init__(self, matcher: Any, prompt_length: int) -> None:
+        self.matcher = matcher
+        self.prompt_length = prompt_length
+        self.consumed = 0
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import numpy as np
+        import torch
+
+        if input_ids.shape[0] != 1:
+            raise ValueError(f"GrammarProcessor constrains one sequence, got a batch of {input_ids.shape[0]}")
+        for token in input_ids[0, self.prompt_length + self.consumed:].tolist():
+            self.matcher.consume_token(token)
+            self.consumed += 1
+        if self.matcher.is_error():  # cannot happen when every token came through this mask; decode freely
+            return scores
+        allowed = torch.from_numpy(np.frombuffer(self.matcher.compute_logit_bias(), dtype=np.uint8).copy() > 0)
+        blocked = torch.ones(scores.shape[-1], dtype=torch.bool, device=scores.device)
+        size = min(len(allowed), scores.shape[-1])  # an embedding padded past the tokenizer: never allowed
+        blocked[:size] = ~allowed[:size].to(scores.device)
+        return scores.masked_fill(blocked, float("-inf"))
 
 
 def _load_processor(folder: str | Path) -> Any:

@@ -38,6 +38,7 @@ from medscope.agent.backends.base import (
     tool_messages_as_user,
     truncate_at_stop,
 )
+from medscope.agent.grammar import TurnFormat
 from medscope.cache import LRU
 from medscope.video.tools import TOOL_SPECS
 
@@ -210,7 +211,10 @@ class OpenAIBackend:
 
     # -- API ---------------------------------------------------------------------------------------------------
 
-    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
+    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int,
+                 turn: TurnFormat | None = None) -> str:
+        # ``turn`` is not sent: servers spell grammars differently (vLLM's structured outputs take one through
+        # --extra-body); the parser judges what the model wrote.
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": self.request_messages(messages),

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from medscope.agent.backends.base import Message, message_text
+from medscope.agent.grammar import TurnFormat
 from medscope.agent.protocol import Window, last_crop, render_answer, render_tool_call, render_window, render_windows
 
 _DURATION = re.compile(r"Video duration: ([0-9.]+)s")
@@ -99,7 +100,8 @@ class OracleBackend:
     def identity(self) -> dict[str, str]:
         return {"backend": "scripted", "model": "oracle"}
 
-    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
+    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int,
+                 turn: TurnFormat | None = None) -> str:
         duration = _duration(messages)
         start, end = self.reference.windows[0]
         centre, half = (start + end) / 2, max((end - start) * self.widen, self.min_coarse_seconds) / 2
@@ -173,7 +175,8 @@ class TeacherBackend:
     def identity(self) -> dict[str, str]:
         return {"backend": "scripted", "model": "teacher"}
 
-    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
+    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int,
+                 turn: TurnFormat | None = None) -> str:
         duration = _duration(messages)
         reference = self.reference
         overview = sorted(set(_stamps(messages[1])))
@@ -238,7 +241,8 @@ class UniformBackend:
     def identity(self) -> dict[str, str]:
         return {"backend": "scripted", "model": "uniform"}
 
-    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
+    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int,
+                 turn: TurnFormat | None = None) -> str:
         """The labels around the overview frames that show it; when none does, the phase the question implies
         most (``Reference.search``), between the frames around it, else the middle of the video: the best a
         policy that only has these frames can write, with the times it saw."""
@@ -269,7 +273,8 @@ class RandomBackend:
     def identity(self) -> dict[str, str]:
         return {"backend": "scripted", "model": "random"}
 
-    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
+    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int,
+                 turn: TurnFormat | None = None) -> str:
         duration = _duration(messages)
         a, b = sorted(self.rng.uniform(0, duration) for _ in range(2))
         if _turns_taken(messages) < self.calls:
@@ -295,7 +300,8 @@ class ReplayBackend:
     def identity(self) -> dict[str, str]:
         return {"backend": "scripted", "model": self.name}
 
-    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int) -> str:
+    def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int,
+                 turn: TurnFormat | None = None) -> str:
         self.prompts.append(list(messages))
         return self.turns[min(len(self.prompts) - 1, len(self.turns) - 1)]
 

@@ -121,3 +121,27 @@ def test_shipped_model_through_the_grammar_never_breaks_the_format(synth_path: P
         assert episode.answer is not None
         if task == "grounding":
             assert parse_answer_windows(episode.answer) is not None, episode.answer
+
+
+def test_processor_masks_what_the_grammar_forbids_and_a_padded_vocabulary() -> None:
+    """Qwen's embeddings are padded past the tokenizer: those ids are never allowed. At the start of a turn only
+    ``<think>`` is; after it, every token the reasoning may hold, but no tag other than the ones that may follow."""
+    import torch
+
+    from medscope.agent.backends.hf import GrammarProcessor
+
+    tokenizer = _tokenizer(True)
+    added = tokenizer.get_added_vocab()
+    grammar = llguidance.LLMatcher.grammar_from_lark(turn_grammar(TOOLS, lambda tag: tag in added))
+    processor = GrammarProcessor(llguidance.LLMatcher(llguidance.hf.from_tokenizer(tokenizer), grammar), 3)
+    vocab = len(tokenizer) + 5
+    prompt = torch.tensor([[0, 1, 2]])
+    scores = processor(prompt, torch.zeros(1, vocab))
+    assert torch.isfinite(scores[0]).nonzero().flatten().tolist() == [added["<think>"]]
+    reasoning = processor(torch.cat([prompt, torch.tensor([[added["<think>"]]])], dim=1), torch.zeros(1, vocab))
+    allowed = set(torch.isfinite(reasoning[0]).nonzero().flatten().tolist())
+    assert {added["</think>"], added["<tool_call>"], added["<answer>"]} <= allowed
+    assert not {added["</answer>"], added["<think>"], tokenizer.eos_token_id} & allowed
+    assert not allowed & set(range(len(tokenizer), vocab))
+    with pytest.raises(ValueError, match="one sequence"):
+        processor(torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, vocab))

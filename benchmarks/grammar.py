@@ -3,9 +3,9 @@ default) against free decoding, in one run.
 
 The same episodes (four questions on each of four SynthClin videos of 2-4 minutes, as the tiny preset makes them,
 none of them trained on) run under each condition in turns (A, B, A, B, ...) so drift in the machine's load hits both
-alike. Per condition: seconds per generated token (the mask llguidance
-computes at every step, and the logits it blanks), tokens per turn, and the share of turns the protocol's parser
-rejects. Prints a table and writes ``benchmarks/results/grammar.json``. Run: ``python benchmarks/grammar.py``.
+alike. Per condition: seconds per generated token (the mask llguidance computes at every step, and the logits it
+blanks), tokens per turn, and the share of turns the protocol's parser rejects.
+Prints a table and writes ``benchmarks/results/grammar.json``. Run: ``python benchmarks/grammar.py``.
 """
 
 from __future__ import annotations

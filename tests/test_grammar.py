@@ -3,6 +3,7 @@ shipped model driven through it never breaks the format."""
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ CORPUS = ["<think>No frame shows it yet.</think>", '{"name": "crop_video", "argu
           "<answer>[12.5, 14.0]</answer> the gauze phase", "0123456789 [], .:"] * 20
 
 
+@cache
 def _tokenizer(tags_as_tokens: bool) -> PreTrainedTokenizerFast:
     """A byte-level BPE like the tiny model's; with the protocol tags as added tokens (as the tiny and Qwen3 models
     hold them) or without (tags spelled in text pieces)."""

@@ -18,12 +18,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from medscope.video.tools import TOOL_SPECS
+from medscope.video.tools import TOOL_ARGUMENTS
 
 # Numbers as the protocol writes them (``protocol.TIME_FORMAT``: one decimal), so a model that learnt to copy a
 # timestamp label writes it digit for digit.
 _NUMBER = r"/[0-9]+\.[0-9]/"
-TOOL_NAMES: tuple[str, ...] = tuple(spec["function"]["name"] for spec in TOOL_SPECS)
+TOOL_NAMES: tuple[str, ...] = tuple(TOOL_ARGUMENTS)
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,9 @@ def turn_grammar(turn: TurnFormat, single_token: Callable[[str], bool] = lambda 
     def tag(name: str) -> str:
         return name if single_token(name) else json.dumps(name)
 
-    specs = {spec["function"]["name"]: spec["function"]["parameters"] for spec in TOOL_SPECS}
-    unknown = [name for name in turn.tools if name not in specs]
+    unknown = [name for name in turn.tools if name not in TOOL_ARGUMENTS]
     if unknown:
-        raise ValueError(f"no tool named {', '.join(unknown)}; the tools are {', '.join(specs)}")
+        raise ValueError(f"no tool named {', '.join(unknown)}; the tools are {', '.join(TOOL_ARGUMENTS)}")
     then = "(call | answer)" if turn.tools else "answer"
     rules = [
         # ``</think>`` may be left out, as the parser allows: a model that goes straight from its reasoning to
@@ -63,7 +62,7 @@ def turn_grammar(turn: TurnFormat, single_token: Callable[[str], bool] = lambda 
         for name in turn.tools:
             # The JSON ``json.dumps`` writes for this call (``render_tool_call``): the form the trajectories show.
             pieces = [json.dumps(f'{{"name": "{name}", "arguments": {{')]
-            for k, key in enumerate(specs[name]["required"]):
+            for k, key in enumerate(TOOL_ARGUMENTS[name]):
                 pieces += [json.dumps(("" if k == 0 else ", ") + f'"{key}": '), "NUMBER"]
             calls.append(" ".join([*pieces, json.dumps("}}")]))
         rules.append(f'call: {tag("<tool_call>")} ({" | ".join(calls)}) {tag("</tool_call>")}')

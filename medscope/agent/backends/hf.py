@@ -57,6 +57,7 @@ class HFBackend:
         self._end_ids = ends
         self._end_texts = [t for t in self.tokenizer.convert_ids_to_tokens(sorted(ends)) if t]
         self._grammar_tokenizer: Any = None  # llguidance's view of the tokenizer, built on first constrained turn
+        self._grammars: dict[TurnFormat, str] = {}  # compiled once per kind of turn (an episode has few kinds)
 
     @classmethod
     def from_pretrained(
@@ -165,7 +166,6 @@ class HFBackend:
             text = text.replace(end, "")
         return truncate_at_stop(text, stop)
 
-
     def _matcher(self, turn: TurnFormat) -> Any:
         """A fresh llguidance matcher of ``turn``'s grammar over this tokenizer."""
         import llguidance
@@ -173,9 +173,10 @@ class HFBackend:
 
         if self._grammar_tokenizer is None:
             self._grammar_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer)
-        added = self.tokenizer.get_added_vocab()
-        grammar = llguidance.LLMatcher.grammar_from_lark(turn_grammar(turn, lambda tag: tag in added))
-        matcher = llguidance.LLMatcher(self._grammar_tokenizer, grammar, log_level=0)
+        if turn not in self._grammars:
+            added = self.tokenizer.get_added_vocab()
+            self._grammars[turn] = llguidance.LLMatcher.grammar_from_lark(turn_grammar(turn, lambda tag: tag in added))
+        matcher = llguidance.LLMatcher(self._grammar_tokenizer, self._grammars[turn], log_level=0)
         if matcher.is_error():  # our grammar is wrong for this tokenizer: a bug to report, not the model's slip
             raise BackendError(f"the protocol grammar does not compile for this tokenizer: {matcher.get_error()}")
         return matcher

@@ -16,7 +16,7 @@ import llguidance.hf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from medscope.agent.grammar import TOOL_NAMES, TurnFormat, turn_grammar
+from medscope.agent.grammar import TOOL_NAMES, TurnFormat, number_fits, time_slot, turn_grammar
 from medscope.agent.protocol import (
     FinalAnswer,
     ToolCall,
@@ -102,9 +102,64 @@ def test_unknown_tool_in_a_format_is_a_clear_error() -> None:
         turn_grammar(TurnFormat(tools=("zoom",)))
 
 
+BOUNDED = TurnFormat(tools=TOOL_NAMES, windows=True, duration=180.0)
+CALL = '<think>x</think><tool_call>{"name": "crop_video", "arguments": {"start_time": '
+SLOTS = [  # (the turn so far, what it has of the time being written and its bounds in tenths, or None)
+    ("<think>x</think><answer>[144.5, 1", ("1", 1445, 1800)),  # a window's end: after its start, in the video
+    ("<think>x</think><answer>[14", ("14", -1, 1799)),  # a start leaves room for its end
+    ("<think>x</think><answer>[[1.0, 2.5], [30.0, 4", ("4", 300, 1800)),  # the second of two windows
+    ("<think>x</think><answer>[[1.0, 2.5], ", None),  # between windows: not inside a time
+    (CALL + '17.5, "end_time": ', ("", 175, 1800)),
+    (CALL + "17", ("17", -1, 1799)),
+    ('<think>x</think><tool_call>{"name": "get_frame", "arguments": {"timestamp": 9', ("9", -1, 1800)),
+    ("<think>Bleeding near [12.0, 1", None),  # reasoning is free text
+    ("<think>x</think><answer>[12.0, 1", ("1", 120, 1800)),
+]
+
+
+@pytest.mark.parametrize(("text", "slot"), SLOTS)
+def test_time_slot_finds_the_time_being_written_and_its_bounds(text: str, slot: tuple[str, int, int] | None) -> None:
+    assert time_slot(BOUNDED, text) == slot
+
+
+def test_time_slot_of_a_text_answer_and_of_an_unknown_duration() -> None:
+    assert time_slot(TurnFormat(tools=TOOL_NAMES, duration=180.0), "<think>x</think><answer>[14") is None
+    written, low, high = time_slot(TurnFormat(windows=True), "<think>x</think><answer>[5.0, 1") or ("", 0, 0)
+    assert (written, low) == ("1", 50) and high > 10**12
+
+
+# (written so far, fits after 144.5 and within 180 s): the shipped model's slips were copies like 144.5 -> 14.5
+FITS = [("", True), ("1", True), ("14", True), ("14.", False), ("15", True), ("15.", False), ("19", False),
+        ("144.", True), ("144.5", False), ("144.6", True), ("144.6]", True), ("145.0}}", True), ("180.0", True),
+        ("180.1", False), ("18", True), ("180", True), ("181", False), ("2", False), ("0", True), ("05", False)]
+
+
+@pytest.mark.parametrize(("written", "fits"), FITS)
+def test_number_fits_after_the_start_and_inside_the_video(written: str, fits: bool) -> None:
+    assert number_fits(written, 1445, 1800) is fits
+
+
+def test_processor_keeps_a_window_end_after_its_start() -> None:
+    """After ``[144.5, 14`` on a 180 s video only 4..9 may follow (144.6 to 149.9): not the point (14.x) nor 0..3."""
+    import torch
+
+    from medscope.agent.backends.hf import GrammarProcessor
+
+    tokenizer = _tokenizer(True)
+    added = tokenizer.get_added_vocab()
+    grammar = llguidance.LLMatcher.grammar_from_lark(turn_grammar(BOUNDED, lambda tag: tag in added))
+    matcher = llguidance.LLMatcher(llguidance.hf.from_tokenizer(tokenizer), grammar)
+    processor = GrammarProcessor(matcher, 0, BOUNDED, lambda i: tokenizer.decode([i]))
+    ids = tokenizer("<think>x</think><answer>[144.5, 14", add_special_tokens=False).input_ids
+    scores = processor(torch.tensor([ids]), torch.zeros(1, len(tokenizer)))
+    allowed = {tokenizer.decode([i]) for i in torch.isfinite(scores[0]).nonzero().flatten().tolist()}
+    assert allowed == {"4", "5", "6", "7", "8", "9"}
+
+
 def test_shipped_model_through_the_grammar_never_breaks_the_format(synth_path: Path, one_torch_thread: None) -> None:
-    """The built-in model on a SynthClin video: with the grammar every turn is a tool call or an answer and every
-    "when" answer is a window; the same model without it broke the format in 134 of 202 held-out episodes."""
+    """The built-in model on a SynthClin video: with the grammar every turn is a tool call or an answer, every
+    "when" answer is a window and every range is in order; the same model without it broke the format in 134 of 202
+    held-out episodes."""
     from medscope.agent.backends.hf import HFBackend
     from medscope.agent.loop import AgentConfig, run_episode
     from medscope.models import builtin_model_path
@@ -121,8 +176,12 @@ def test_shipped_model_through_the_grammar_never_breaks_the_format(synth_path: P
             parsed = parse_turn(turn.raw)
             assert isinstance(parsed, ToolCall | FinalAnswer)
         assert episode.answer is not None
+        # Every range ends after it starts, inside the video (the bounds beside the grammar): no crop is refused for
+        # its range, no window is empty
+        assert not [turn.error for turn in episode.turns if turn.error], [turn.raw for turn in episode.turns]
         if task == "grounding":
-            assert parse_answer_windows(episode.answer) is not None, episode.answer
+            windows = parse_answer_windows(episode.answer)
+            assert windows and all(0 <= s < e <= episode.duration for s, e in windows), episode.answer
 
 
 def test_processor_masks_what_the_grammar_forbids_and_a_padded_vocabulary() -> None:

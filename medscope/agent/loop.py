@@ -128,7 +128,8 @@ def _turn(
     # a lone surrogate from a server would break every write of the episode: repaired here, once
     # A forced turn (budget spent) may only answer; a "when" question is answered with windows.
     fmt = TurnFormat(tools=() if forced else TOOL_NAMES, windows=episode.task == "grounding",
-                     explicit_evidence=config.explicit_evidence) if config.grammar else None
+                     explicit_evidence=config.explicit_evidence,
+                     duration=tools.source.duration_seconds) if config.grammar else None
     raw = repair_text(backend.generate(messages, stop=stop, max_new_tokens=config.max_new_tokens, turn=fmt))
     generate_seconds = time.perf_counter() - t0
     parsed = protocol.parse_turn(raw, duration=tools.source.duration_seconds)

@@ -8,9 +8,10 @@ that cannot show images inside ``tool`` messages: those conversations are rewrit
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from medscope.agent.backends.base import (
     tool_messages_as_user,
     truncate_at_stop,
 )
-from medscope.agent.grammar import TurnFormat, turn_grammar
+from medscope.agent.grammar import TurnFormat, number_fits, time_slot, turn_grammar
 from medscope.video.tools import TOOL_SPECS
 
 
@@ -58,6 +59,7 @@ class HFBackend:
         self._end_texts = [t for t in self.tokenizer.convert_ids_to_tokens(sorted(ends)) if t]
         self._grammar_tokenizer: Any = None  # llguidance's view of the tokenizer, built on first constrained turn
         self._grammars: dict[TurnFormat, str] = {}  # compiled once per kind of turn (an episode has few kinds)
+        self._pieces: dict[int, str] = {}
 
     @classmethod
     def from_pretrained(
@@ -156,7 +158,8 @@ class HFBackend:
         if stop:
             gen |= {"stop_strings": list(stop), "tokenizer": self.tokenizer}
         if turn is not None:
-            gen["logits_processor"] = [GrammarProcessor(self._matcher(turn), int(input_ids.shape[1]))]
+            gen["logits_processor"] = [GrammarProcessor(self._matcher(turn), int(input_ids.shape[1]), turn,
+                                                        self._piece)]
         with torch.inference_mode():
             output = self.model.generate(**inputs, **gen)
         new_ids = [i for i in output[0, input_ids.shape[1] :].tolist() if i not in self._end_ids]
@@ -173,13 +176,21 @@ class HFBackend:
 
         if self._grammar_tokenizer is None:
             self._grammar_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer)
-        if turn not in self._grammars:
+        kind = dataclasses.replace(turn, duration=None)  # the grammar does not depend on the video
+        if kind not in self._grammars:
             added = self.tokenizer.get_added_vocab()
-            self._grammars[turn] = llguidance.LLMatcher.grammar_from_lark(turn_grammar(turn, lambda tag: tag in added))
-        matcher = llguidance.LLMatcher(self._grammar_tokenizer, self._grammars[turn], log_level=0)
+            self._grammars[kind] = llguidance.LLMatcher.grammar_from_lark(turn_grammar(kind, lambda tag: tag in added))
+        matcher = llguidance.LLMatcher(self._grammar_tokenizer, self._grammars[kind], log_level=0)
         if matcher.is_error():  # our grammar is wrong for this tokenizer: a bug to report, not the model's slip
             raise BackendError(f"the protocol grammar does not compile for this tokenizer: {matcher.get_error()}")
         return matcher
+
+    def _piece(self, token: int) -> str:
+        """The text of one token (cached: the time bounds read the pieces that may come next)."""
+        if token not in self._pieces:
+            self._pieces[token] = self.tokenizer.decode([token], skip_special_tokens=False,
+                                                        clean_up_tokenization_spaces=False)
+        return self._pieces[token]
 
 
 class GrammarProcessor:
@@ -187,12 +198,17 @@ class GrammarProcessor:
 
     ``generate`` calls it before choosing each new token, with every token so far; the ones chosen since the last
     call are fed to the matcher first. Masking (not reranking) keeps every choice the grammar leaves open to the
-    model. One conversation at a time, as the backend generates."""
+    model. With ``turn`` and ``piece`` (a token's text), a time being written is also kept in the video and a range's
+    end after its start (``grammar.time_slot``), which a grammar cannot say. One conversation at a time, as the
+    backend generates."""
 
-    def __init__(self, matcher: Any, prompt_length: int) -> None:
+    def __init__(self, matcher: Any, prompt_length: int, turn: TurnFormat | None = None,
+                 piece: Callable[[int], str] | None = None) -> None:
         self.matcher = matcher
         self.prompt_length = prompt_length
         self.consumed = 0
+        self.turn, self.piece = turn, piece
+        self.text = ""  # the turn so far
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import numpy as np
@@ -203,13 +219,30 @@ class GrammarProcessor:
         for token in input_ids[0, self.prompt_length + self.consumed:].tolist():
             self.matcher.consume_token(token)
             self.consumed += 1
+            if self.piece is not None:
+                self.text += self.piece(token)
         if self.matcher.is_error():  # cannot happen when every token came through this mask; decode freely
             return scores
         allowed = torch.from_numpy(np.frombuffer(self.matcher.compute_logit_bias(), dtype=np.uint8).copy() > 0)
+        if self.turn is not None and self.piece is not None:
+            self._bound_times(allowed)
         blocked = torch.ones(scores.shape[-1], dtype=torch.bool, device=scores.device)
         size = min(len(allowed), scores.shape[-1])  # an embedding padded past the tokenizer: never allowed
         blocked[:size] = ~allowed[:size].to(scores.device)
         return scores.masked_fill(blocked, float("-inf"))
+
+    def _bound_times(self, allowed: Any) -> None:
+        """Inside a time, blocks the pieces the grammar allows that could no longer finish it in bounds (at a number
+        only digits, the point and what closes it are allowed: a few tokens to check)."""
+        assert self.turn is not None and self.piece is not None
+        slot = time_slot(self.turn, self.text)
+        if slot is None:
+            return
+        written, low, high = slot
+        ids = allowed.nonzero().flatten().tolist()
+        unfit = [i for i in ids if not number_fits(written + self.piece(i), low, high)]
+        if len(unfit) < len(ids):  # never block everything: the grammar's choice stands when nothing fits
+            allowed[unfit] = False
 
 
 def _load_processor(folder: str | Path) -> Any:

@@ -16,7 +16,14 @@ import llguidance.hf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from medscope.agent.grammar import TOOL_NAMES, TurnFormat, number_fits, time_slot, turn_grammar
+from medscope.agent.grammar import (
+    TOOL_NAMES,
+    TurnFormat,
+    longest_ending,
+    number_fits,
+    time_slot,
+    turn_grammar,
+)
 from medscope.agent.protocol import (
     FinalAnswer,
     ToolCall,
@@ -156,6 +163,41 @@ def test_processor_keeps_a_window_end_after_its_start() -> None:
     assert allowed == {"4", "5", "6", "7", "8", "9"}
 
 
+def test_longest_ending_is_the_longest_call_or_answer_the_turn_may_need() -> None:
+    assert longest_ending(TOOLS) == ('</think>\n<tool_call>{"name": "crop_video", "arguments": {"start_time": 9999.9, '
+                                     '"end_time": 9999.9}}</tool_call>')
+    forced = longest_ending(TurnFormat(windows=True, explicit_evidence=True))
+    assert forced == "</think>\n<answer>[9999.9, 9999.9]</answer>\n<evidence>[[9999.9, 9999.9]]</evidence>"
+    for turn in (TOOLS, TurnFormat(windows=True, explicit_evidence=True)):  # what it measures is a turn's ending
+        assert _accepts(_tokenizer(True), turn, "<think>x" + longest_ending(turn))
+
+
+@pytest.mark.parametrize("tags_as_tokens", [True, False], ids=["tag-tokens", "tag-text"])
+def test_processor_closes_a_reasoning_that_would_run_past_the_budget(tags_as_tokens: bool) -> None:
+    """From the close_by-th new token on, only pieces that open the next tag may follow the reasoning; before it,
+    the reasoning goes on freely."""
+    import torch
+
+    from medscope.agent.backends.hf import GrammarProcessor
+
+    tokenizer = _tokenizer(tags_as_tokens)
+    added = tokenizer.get_added_vocab()
+    grammar = llguidance.LLMatcher.grammar_from_lark(turn_grammar(TOOLS, lambda tag: tag in added))
+    ids = tokenizer("<think>No frame shows", add_special_tokens=False).input_ids
+
+    def allowed(close_by: int) -> set[str]:
+        matcher = llguidance.LLMatcher(llguidance.hf.from_tokenizer(tokenizer), grammar)
+        processor = GrammarProcessor(matcher, 0, TOOLS, lambda i: tokenizer.decode([i]), close_by=close_by)
+        scores = processor(torch.tensor([ids]), torch.zeros(1, len(tokenizer)))
+        return {tokenizer.decode([i]) for i in torch.isfinite(scores[0]).nonzero().flatten().tolist()}
+
+    closing = allowed(len(ids))
+    assert closing and all("<" in piece for piece in closing), closing
+    if tags_as_tokens:
+        assert closing == {"</think>", "<tool_call>", "<answer>"}
+    assert any("<" not in piece for piece in allowed(len(ids) + 1))
+
+
 def test_shipped_model_through_the_grammar_never_breaks_the_format(synth_path: Path, one_torch_thread: None) -> None:
     """The built-in model on a SynthClin video: with the grammar every turn is a tool call or an answer, every
     "when" answer is a window and every range is in order; the same model without it broke the format in 134 of 202
@@ -168,8 +210,9 @@ def test_shipped_model_through_the_grammar_never_breaks_the_format(synth_path: P
     questions = [("When does bleeding happen? Answer with the time window(s) in seconds.", "grounding"),
                  ("When does smoke happen? Answer with the time window(s) in seconds.", "grounding"),
                  ("Where in the field does the gauze appear?", "grounded_vqa")]
-    for question, task in questions:
-        episode = run_episode(backend, synth_path, question, AgentConfig(max_new_tokens=96), task=task)
+    # 48 tokens leave the reasoning about 17 before it must close: every turn still ends with a call or an answer
+    for (question, task), budget in zip(questions, (96, 48, 96), strict=True):
+        episode = run_episode(backend, synth_path, question, AgentConfig(max_new_tokens=budget), task=task)
         kinds = [turn.kind for turn in episode.turns]
         assert "format_error" not in kinds, [turn.raw for turn in episode.turns]
         for turn in episode.turns:

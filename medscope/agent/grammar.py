@@ -11,10 +11,13 @@ reasoning, then one call of a tool offered this turn with its arguments in the c
 (``render_tool_call``), or the answer; a grounding answer is time windows in the protocol's number format. This
 module depends on no model library; a backend supplies which tags its tokenizer holds as single tokens.
 
-What a context-free grammar cannot say, ``time_slot`` and ``number_fits`` add: every time lies in the video and a
-range ends after it starts. A backend that masks tokens asks, while a time is being written, which next pieces can
-still finish it in bounds. Without this, 21 of the shipped model's 65 validation "when" answers were windows that
-end where they start or before (a digit dropped while copying ``144.5`` gives ``14.5``), each worth nothing.
+A turn must also end inside its token budget: ``longest_ending`` is what a turn needs after its reasoning, so that a
+decoder can close a reasoning that would otherwise run on to the budget (a small model's loop) while the call or
+answer still fits. What a context-free grammar cannot say, ``time_slot`` and ``number_fits`` add: every time lies
+in the video and a range ends after it starts. A backend that masks tokens asks, while a time is being written,
+which next pieces can still finish it in bounds. Without this, 21 of the shipped model's 65 validation "when"
+answers were windows that end where they start or before (a digit dropped while copying ``144.5`` gives ``14.5``),
+each worth nothing.
 """
 
 from __future__ import annotations
@@ -145,3 +148,15 @@ def _tenths(number: str) -> int:
 
 def _overlaps(start: int, stop: int, low: int, high: int) -> bool:
     return max(start, low + 1) <= min(stop, high)
+
+
+def longest_ending(turn: TurnFormat) -> str:
+    """The longest text a turn in ``turn``'s format needs after its reasoning (times of five digits; a text answer
+    counted as long as a window): the room a decoder leaves when it closes a reasoning near the token budget."""
+    time = {"start_time": 9999.9, "end_time": 9999.9, "timestamp": 9999.9}
+    calls = [f"<tool_call>{json.dumps({'name': name, 'arguments': {k: time[k] for k in TOOL_ARGUMENTS[name]}})}"
+             "</tool_call>" for name in turn.tools]
+    answer = "<answer>[9999.9, 9999.9]</answer>"
+    if turn.explicit_evidence:
+        answer += "\n<evidence>[[9999.9, 9999.9]]</evidence>"
+    return "</think>\n" + max([*calls, answer], key=len)

@@ -129,8 +129,8 @@ ClinVideoSuite question templates (e.g. "When does bleeding happen? Answer with 
 ## Scores
 
 Held-out SynthClin samples ({held_out} from the held-out videos), one run, greedy decoding under the protocol
-grammar (constrained decoding, `--grammar`: every model, baseline included, writes well-formed turns and chooses
-their content); mean ± standard error
+grammar (constrained decoding, `--grammar`: every model, baseline included, writes well-formed turns, every time in
+the video and every range ending after it starts, and chooses their content); mean ± standard error
 (clustered by video: a video's questions share its frames), in percent. Grounding mIoU and R@0.5 on grounding
 questions; GVQA: grounded VQA accuracy and evidence mIoU; frames viewed per question. The **uniform baseline** is
 the fair one: the same architecture, from the same curriculum checkpoint, trained on the same samples for as many

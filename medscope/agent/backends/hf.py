@@ -22,7 +22,7 @@ from medscope.agent.backends.base import (
     tool_messages_as_user,
     truncate_at_stop,
 )
-from medscope.agent.grammar import TurnFormat, number_fits, time_slot, turn_grammar
+from medscope.agent.grammar import TurnFormat, longest_ending, number_fits, time_slot, turn_grammar
 from medscope.video.tools import TOOL_SPECS
 
 
@@ -158,8 +158,9 @@ class HFBackend:
         if stop:
             gen |= {"stop_strings": list(stop), "tokenizer": self.tokenizer}
         if turn is not None:
+            ending = len(self.tokenizer(longest_ending(turn), add_special_tokens=False).input_ids)
             gen["logits_processor"] = [GrammarProcessor(self._matcher(turn), int(input_ids.shape[1]), turn,
-                                                        self._piece)]
+                                                        self._piece, close_by=max_new_tokens - ending - 1)]
         with torch.inference_mode():
             output = self.model.generate(**inputs, **gen)
         new_ids = [i for i in output[0, input_ids.shape[1] :].tolist() if i not in self._end_ids]
@@ -199,15 +200,16 @@ class GrammarProcessor:
     ``generate`` calls it before choosing each new token, with every token so far; the ones chosen since the last
     call are fed to the matcher first. Masking (not reranking) keeps every choice the grammar leaves open to the
     model. With ``turn`` and ``piece`` (a token's text), a time being written is also kept in the video and a range's
-    end after its start (``grammar.time_slot``), which a grammar cannot say. One conversation at a time, as the
-    backend generates."""
+    end after its start (``grammar.time_slot``), which a grammar cannot say; and from the ``close_by``-th new token
+    on, a reasoning still open must close, so that the call or answer fits in the budget (a small model's reasoning
+    can loop until the budget ends the turn with neither). One conversation at a time, as the backend generates."""
 
     def __init__(self, matcher: Any, prompt_length: int, turn: TurnFormat | None = None,
-                 piece: Callable[[int], str] | None = None) -> None:
+                 piece: Callable[[int], str] | None = None, close_by: int | None = None) -> None:
         self.matcher = matcher
         self.prompt_length = prompt_length
         self.consumed = 0
-        self.turn, self.piece = turn, piece
+        self.turn, self.piece, self.close_by = turn, piece, close_by
         self.text = ""  # the turn so far
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
@@ -226,10 +228,24 @@ class GrammarProcessor:
         allowed = torch.from_numpy(np.frombuffer(self.matcher.compute_logit_bias(), dtype=np.uint8).copy() > 0)
         if self.turn is not None and self.piece is not None:
             self._bound_times(allowed)
+            if self.close_by is not None and self.consumed >= self.close_by:
+                self._close_reasoning(allowed)
         blocked = torch.ones(scores.shape[-1], dtype=torch.bool, device=scores.device)
         size = min(len(allowed), scores.shape[-1])  # an embedding padded past the tokenizer: never allowed
         blocked[:size] = ~allowed[:size].to(scores.device)
         return scores.masked_fill(blocked, float("-inf"))
+
+    def _close_reasoning(self, allowed: Any) -> None:
+        """Inside the reasoning, lets through only what ends it: the reasoning holds no ``<``, so every allowed piece
+        with one opens the tag that follows (``</think>``, ``<tool_call>``, ``<answer>``)."""
+        assert self.piece is not None
+        if not self.text.startswith("<think>") or any(tag in self.text for tag in ("</think>", "<tool_call>",
+                                                                                    "<answer>")):
+            return
+        ids = allowed.nonzero().flatten().tolist()
+        going_on = [i for i in ids if "<" not in self.piece(i)]
+        if len(going_on) < len(ids):
+            allowed[going_on] = False
 
     def _bound_times(self, allowed: Any) -> None:
         """Inside a time, blocks the pieces the grammar allows that could no longer finish it in bounds (at a number

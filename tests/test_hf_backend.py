@@ -219,7 +219,10 @@ def test_full_episode_through_the_loop(backends: dict[str, HFBackend], arch: str
     from medscope.agent.loop import AgentConfig, run_episode
 
     driver = _ScriptedFirstTurn(backends[arch])
-    episode = run_episode(driver, synth_path, "When does bleeding start?", AgentConfig(max_turns=2, max_new_tokens=6))
+    # Decoded freely: six tokens cannot hold a call, so under the grammar the random model would be made to answer at
+    # once; here its second turn must not answer, so that the forced turn comes (the grammar: test_grammar.py).
+    config = AgentConfig(max_turns=2, max_new_tokens=6, grammar=False)
+    episode = run_episode(driver, synth_path, "When does bleeding start?", config)
     assert len(episode.turns) == 3 and episode.turns[-1].forced  # two turns, then the forced-answer turn
     assert episode.turns[0].kind == "tool_call" and episode.turns[0].observation is not None
     first, second = driver.stats[0], driver.stats[1]

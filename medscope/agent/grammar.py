@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from medscope.agent.protocol import render_answer, render_tool_call, render_window
 from medscope.video.tools import TOOL_ARGUMENTS
 
 # Numbers as the protocol writes them (``protocol.TIME_FORMAT``: one decimal), so a model that learnt to copy a
@@ -152,11 +153,9 @@ def _overlaps(start: int, stop: int, low: int, high: int) -> bool:
 
 def longest_ending(turn: TurnFormat) -> str:
     """The longest text a turn in ``turn``'s format needs after its reasoning (times of five digits; a text answer
-    counted as long as a window): the room a decoder leaves when it closes a reasoning near the token budget."""
-    time = {"start_time": 9999.9, "end_time": 9999.9, "timestamp": 9999.9}
-    calls = [f"<tool_call>{json.dumps({'name': name, 'arguments': {k: time[k] for k in TOOL_ARGUMENTS[name]}})}"
-             "</tool_call>" for name in turn.tools]
-    answer = "<answer>[9999.9, 9999.9]</answer>"
-    if turn.explicit_evidence:
-        answer += "\n<evidence>[[9999.9, 9999.9]]</evidence>"
-    return "</think>\n" + max([*calls, answer], key=len)
+    counted as long as a window), as the protocol renders it: the room a decoder leaves when it closes a reasoning
+    near the token budget."""
+    longest = (9999.9, 9999.9)
+    endings = [render_tool_call(name, dict.fromkeys(TOOL_ARGUMENTS[name], longest[0]), "") for name in turn.tools]
+    endings.append(render_answer(render_window(longest), "", [longest] if turn.explicit_evidence else None))
+    return max(endings, key=len).removeprefix("<think>")

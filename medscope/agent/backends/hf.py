@@ -211,6 +211,7 @@ class GrammarProcessor:
         self.consumed = 0
         self.turn, self.piece, self.close_by = turn, piece, close_by
         self.text = ""  # the turn so far
+        self.opens_tag: Any = None  # per vocabulary id: its piece holds "<" (built at the first close, then reused)
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import numpy as np
@@ -242,10 +243,13 @@ class GrammarProcessor:
         if not self.text.startswith("<think>") or any(tag in self.text for tag in ("</think>", "<tool_call>",
                                                                                     "<answer>")):
             return
-        ids = allowed.nonzero().flatten().tolist()
-        going_on = [i for i in ids if "<" not in self.piece(i)]
-        if len(going_on) < len(ids):
-            allowed[going_on] = False
+        import torch
+
+        if self.opens_tag is None:  # once a turn, not at every step: in the reasoning nearly every id is allowed
+            self.opens_tag = torch.tensor(["<" in self.piece(i) for i in range(len(allowed))], dtype=torch.bool)
+        closing = allowed & self.opens_tag
+        if closing.any():
+            allowed &= closing
 
     def _bound_times(self, allowed: Any) -> None:
         """Inside a time, blocks the pieces the grammar allows that could no longer finish it in bounds (at a number

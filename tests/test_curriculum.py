@@ -31,9 +31,7 @@ from medscope.train.curriculum import (
     load_videos,
     look_row,
     main,
-    named,
     pointer_row,
-    recall_row,
 )
 from medscope.video.source import VideoSource
 from medscope.video.synthclin import SynthClinVideo
@@ -78,33 +76,6 @@ def test_look_rows_name_the_event_and_the_phase() -> None:
     answers = {message_text(look_row(video, rng)[1]) for _ in range(200)}
     assert "<answer>bleeding; dissection phase</answer>" in answers
     assert f"<answer>{NOTHING}; preparation phase</answer>" in answers
-
-
-def test_recall_rows_ask_a_label_of_the_row_and_answer_what_its_frame_shows() -> None:
-    video, rng, answers = _video(), random.Random(3), []
-    while len(answers) < 300:
-        row = recall_row(video, 8, rng, (0.5, 12.0))
-        if row is None:
-            continue
-        user, answer = message_text(row[0]), message_text(row[1])
-        asked = float(re.search(r"What does the frame at ([0-9.]+)s show\?", user).group(1))
-        labels = [float(t) for t, word in _STAMP.findall(user)]
-        assert not any(word for _, word in _STAMP.findall(user))  # no word gives the answer away
-        assert user.index("Question:") < user.index("[") and asked in labels and labels == sorted(labels)
-        assert 2 <= len(labels) <= 8 and len(row[0]["content"]) == 1 + 2 * len(labels)  # a label, then its frame
-        assert answer == f"<answer>{video.shows(asked)}</answer>"
-        answers.append(answer)
-    shown = {a for a in answers if a != f"<answer>{NOTHING}</answer>"}
-    # Events are rare in a video yet asked about often, both of them.
-    assert shown == {"<answer>bleeding</answer>", "<answer>smoke</answer>"} and len(answers) * 0.2 < sum(
-        a in shown for a in answers) < len(answers) * 0.6
-
-
-def test_recall_passes_on_the_frames_that_show_something() -> None:
-    rows = [[{"role": "user", "content": []}, {"role": "assistant", "content": [{"type": "text", "text": text}]}]
-            for text in (f"<answer>{NOTHING}</answer>", "<answer>bleeding</answer>", "<answer>smoke</answer>")]
-    assert named(rows, [True, True, False]) == 0.5  # the right "nothing" does not count
-    assert named(rows[:1], [True]) == 0.0
 
 
 def test_exact_match_needs_every_answer_token() -> None:
@@ -211,8 +182,7 @@ def test_two_processes_run_every_stage_and_resume(synth_video: SynthClinVideo, t
                                vocab_size=400, chat_template=tiny.load_chat_template("qwen3_vl"))
     tiny.save_tiny(tiny.build_tiny_model("qwen3_vl", tok, hidden_size=32, layers=1, vision_hidden=16),
                    tiny.build_processor("qwen3_vl", tok, max_pixels=64 * 48), tmp_path / "init")
-    stages = (Stage("copy", 4, 3), Stage("look", 1, 2), Stage("recall", 2, 2), Stage("point", 4, 3, hint_fade=2),
-              Stage("first", 16, 2))
+    stages = (Stage("copy", 4, 3), Stage("look", 1, 2), Stage("point", 4, 3, hint_fade=2), Stage("first", 16, 2))
     config = CurriculumConfig(videos=str(videos), model=str(tmp_path / "init"), out=str(tmp_path / "out"),
                               trajectories=(str(tmp_path / "trajectories.jsonl"),), batch_size=4, processes=2,
                               check_every=2, check_rows=4)
@@ -224,13 +194,12 @@ def test_two_processes_run_every_stage_and_resume(synth_video: SynthClinVideo, t
     # depend on how the stages before ran).
     report = main(dataclasses.replace(config, processes=1, batch_size=2, threads=2), stages)
     assert torch.get_num_threads() == 1  # its two threads were its own: the caller keeps its one
-    assert [s["name"] for s in report["stages"]] == ["0-copy4", "1-look1", "2-recall2", "3-point4", "4-first16"]
+    assert [s["name"] for s in report["stages"]] == ["0-copy4", "1-look1", "2-point4", "3-first16"]
     assert (tmp_path / "out" / "stages" / "1-look1" / "model.safetensors").stat().st_mtime_ns == before
     assert (tmp_path / "out" / "model.safetensors").is_file()
-    assert 0.0 <= report["stages"][2]["curve"][-1]["named"] <= 1.0  # recall is judged on the frames that show
-    assert 0.0 <= report["stages"][3]["curve"][-1]["listed"] <= 1.0  # pointing is judged on decoded answers
+    assert 0.0 <= report["stages"][2]["curve"][-1]["listed"] <= 1.0  # pointing is judged on decoded answers
     saved = json.loads((tmp_path / "out" / "curriculum.json").read_text())
-    assert len(saved["stages"]) == 5 and report["stages"][4]["steps"] == 2
+    assert len(saved["stages"]) == 4 and report["stages"][3]["steps"] == 2
 
 
 def test_videos_load_alike_in_one_or_two_processes(synth_video: SynthClinVideo, tmp_path: Path) -> None:

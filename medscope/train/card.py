@@ -56,17 +56,15 @@ def stage_line(run: Path, name: str, keys: tuple[str, ...]) -> str:
 
 def curriculum_lines(run: Path) -> str:
     """One line per curriculum stage: steps, wall time and what it reached on videos set aside (exact match; for
-    pointing also ``listed``, the share of decoded answers that are proper windows between labels of the row; for
-    recall ``named``, exact match on the frames that show something)."""
+    pointing also ``listed``, the share of decoded answers that are proper windows between labels of the row)."""
     record = run / "curriculum" / "curriculum.json"
     if not record.is_file():
         return "  - `curriculum`: no record"
     stages = json.loads(record.read_text())["stages"]
     parts = [f"{s['name']} {s['steps']} steps {s['seconds']:.0f} s exact {s['curve'][-1]['exact']:.2f}"
-             + "".join(f" {key} {s['curve'][-1][key]:.2f}" for key in ("listed", "named") if key in s["curve"][-1])
+             + (f" listed {s['curve'][-1]['listed']:.2f}" if "listed" in s["curve"][-1] else "")
              for s in stages if s["curve"]]
-    return ("  - `curriculum` (on videos set aside: exact match; listed for pointing, named for recall): "
-            + "; ".join(parts))
+    return "  - `curriculum` (on videos set aside: exact match; listed for pointing): " + "; ".join(parts)
 
 
 def write_model(run: Path, model: Path, out: Path, *, name: str, preset: str, settings: dict[str, Any],

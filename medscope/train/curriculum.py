@@ -9,14 +9,9 @@ a step count (the skill appears at a different point in each run):
    answer is the window from the first label that shows it to the label after the last. A text copy, few
    items first.
 2. ``look``: one frame → what it shows and the phase (perception, a short warm-up).
-3. ``recall``: the converse of pointing: labelled frames, a label asked for, what its frame shows; few frames
-   first. The model sees one frame alone and copies a label it is told to, yet eight frames at once do not teach
-   it which image a label names: asked about one of eight it named the event in 11 of 60 validation frames that
-   show one after 2,000 steps, 40 of 60 when taught at 2, then 4, then 8 frames; the pointing stages after it
-   doubled their exact windows on eight-frame validation rows (0.17 -> 0.35).
-4. ``point``: the same question over real frames, whose words fade out over the first steps, few frames
+3. ``point``: the same question over real frames, whose words fade out over the first steps, few frames
    first. Questions ask for an event (a few seconds) or a phase (its span), as a crop does in an episode.
-5. ``first``: the first turn of the training episodes: the question and the overview as the agent shows them,
+4. ``first``: the first turn of the training episodes: the question and the overview as the agent shows them,
    then what the policy wrote first (``--trajectories``: the teacher's, and the fair baseline's uniform policy's
    as often, so that both models start from one checkpoint that saw both formats equally). Pointing learnt with
    bare answers did not carry over to the protocol: SFT straight after ``point`` wrote a first crop whose start is
@@ -60,12 +55,11 @@ from medscope.video.tools import Observation, ToolConfig
 log = logging.getLogger(__name__)
 
 NOTHING = "nothing"
-_SAYS_NOTHING = f"<answer>{NOTHING}</answer>"
 
 
 @dataclass(frozen=True)
 class Stage:
-    kind: str  # copy | look | recall | point | first
+    kind: str  # copy | look | point | first
     frames: int  # frames (labels) per row (first: the agent's overview; each row shows what its episode showed)
     max_steps: int
     hint_fade: int = 0  # point: steps over which the words next to the frames fade out (0: no words)
@@ -73,19 +67,16 @@ class Stage:
 
 # The stages of the tiny recipe, from the measured diagnosis: few items before many, text before images. The
 # caps keep the recipe within the hour: a first step (half of its rows the baseline's 36 uniform frames) takes
-# 1.0 s with two threads, a point16 step 0.5 s, a recall8 step 0.17 s, a look step 0.06 s, a copy step
-# 0.08-0.12 s. `look` runs to 2,000 steps (or its criterion): at 600 the model named the event in 24 of 67
-# validation frames that show one, at 2,000 in 46.
+# 1.0 s with two threads, a point16 step 0.5 s, a copy step 0.08-0.12 s.
 TINY_STAGES: tuple[Stage, ...] = (
     Stage("copy", 4, 2200), Stage("copy", 8, 1500),
-    Stage("look", 1, 2000),
-    Stage("recall", 2, 600), Stage("recall", 4, 600), Stage("recall", 8, 800),
+    Stage("look", 1, 600),
     Stage("point", 4, 1000, hint_fade=600), Stage("point", 8, 800, hint_fade=200), Stage("point", 16, 200),
     Stage("first", 16, 350),
 )
 # Each kind of stage once, a few steps: checks the code path end to end.
-SMOKE_STAGES: tuple[Stage, ...] = (Stage("copy", 4, 2), Stage("look", 1, 2), Stage("recall", 2, 2),
-                                   Stage("point", 4, 2, hint_fade=1), Stage("first", 16, 2))
+SMOKE_STAGES: tuple[Stage, ...] = (Stage("copy", 4, 2), Stage("look", 1, 2), Stage("point", 4, 2, hint_fade=1),
+                                   Stage("first", 16, 2))
 STAGES = {"tiny": TINY_STAGES, "smoke": SMOKE_STAGES}
 
 
@@ -215,29 +206,6 @@ def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float,
     return [{"role": "user", "content": parts}, {"role": "assistant", "content": [text_part(answer)]}]
 
 
-def recall_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float, float]) -> list[Message] | None:
-    """``n`` frames spaced as a pointer row's, around an event half the time; the question names one of their
-    labels (one that shows something 60% of the time: events are rare) and the answer is what its frame shows.
-    None when the draw has fewer than two frames (draw again)."""
-    gap = rng.uniform(*spacing)
-    if video.events and rng.random() < 0.5:
-        _, start, end = rng.choice(video.events)
-        target = rng.uniform(start, end)
-    else:
-        target = rng.uniform(0.0, video.times[-1])
-    lo = target - gap * rng.uniform(0, n)  # the target anywhere in the row, not always in the middle
-    picked = sorted({_nearest(video.times, lo + (j + 0.5) * gap) for j in range(n)})
-    if len(picked) < 2:
-        return None
-    showing = [i for i in picked if video.shows(video.times[i]) != NOTHING]
-    asked = video.times[rng.choice(showing) if showing and rng.random() < 0.6 else rng.choice(picked)]
-    parts = [text_part(question_text(f"What does the frame at {format_time(asked)}s show?") + "\nFrames:")]
-    for index in picked:
-        parts += [text_part(format_seconds(video.times[index])), image_part(video.images[index])]
-    answer = f"<answer>{video.shows(asked)}</answer>"
-    return [{"role": "user", "content": parts}, {"role": "assistant", "content": [text_part(answer)]}]
-
-
 def look_row(video: _Video, rng: random.Random) -> list[Message]:
     """One frame → what it shows and its phase (an event frame half the time: events are rare)."""
     if video.events and rng.random() < 0.5:
@@ -293,11 +261,6 @@ def draw(stage: Stage, videos: Sequence[_Video], rng: random.Random, spacing: tu
         video = rng.choice(videos)
         if stage.kind == "look":
             return look_row(video, rng)
-        if stage.kind == "recall":
-            row = recall_row(video, stage.frames, rng, spacing)
-            if row is not None:
-                return row
-            continue
         hint = max(0.0, 1.0 - step / stage.hint_fade) if stage.hint_fade else 0.0
         row = pointer_row(video, stage.frames, rng, spacing, images=stage.kind == "point", hint=hint)
         if row is not None:
@@ -415,22 +378,17 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
             if step % config.check_every == 0 or step == stage.max_steps:
                 stop = torch.zeros(1)
                 if rank == 0:
-                    right = _check(model, collate, checks, config.batch_size)
-                    exact = sum(right) / len(right)
+                    exact = _check(model, collate, checks, config.batch_size)
                     decode = stage.kind == "point" and (step % config.listed_every == 0 or step == stage.max_steps)
-                    extra = {"listed": round(listed(model, processor, check_messages), 3)} if decode else {}
-                    if stage.kind == "recall":
-                        extra = {"named": round(named(check_messages, right), 3)}
-                    curve.append({"step": step, "loss": round(loss.item(), 4), "exact": round(exact, 3), **extra})
+                    point = {"listed": round(listed(model, processor, check_messages), 3)} if decode else {}
+                    curve.append({"step": step, "loss": round(loss.item(), 4), "exact": round(exact, 3), **point})
                     log.info("curriculum %s step %d loss %.3f exact %.2f %s", name, step, loss.item(), exact,
-                             extra or "")
+                             point or "")
                     # Copying, perceiving and first turns are measured exactly (the whole turn as its policy
                     # wrote it). Pointing over many frames compounds every frame's perception error, so it passes
                     # once the answers are windows between labels of the row (the skill the next stages build on)
-                    # and, with faded words, once they are gone. Recall passes on the frames that show something:
-                    # "nothing" alone is right for most rows.
-                    score = extra.get("listed", 0.0) if stage.kind == "point" else exact  # 0 between decodes
-                    score = extra["named"] if stage.kind == "recall" else score
+                    # and, with faded words, once they are gone.
+                    score = point.get("listed", 0.0) if stage.kind == "point" else exact  # 0 between decodes
                     stop[0] = float(score >= config.criterion and step >= stage.hint_fade)
                     model.train()
                 if world > 1:
@@ -479,14 +437,7 @@ def listed(model: Any, processor: Any, rows: Sequence[Sequence[Message]], max_ne
     return hits / max(1, len(rows))
 
 
-def named(rows: Sequence[Sequence[Message]], right: Sequence[bool]) -> float:
-    """Share of the rows whose answer is not "nothing" that were answered exactly (``right``, per row)."""
-    shown = [ok for row, ok in zip(rows, right, strict=True) if row[-1]["content"][0]["text"] != _SAYS_NOTHING]
-    return sum(shown) / max(1, len(shown))
-
-
-def _check(model: Any, collate: Any, rows: Sequence[dict[str, Any]], batch_size: int) -> list[bool]:
-    """Per row: greedy decoding would write its answer (``exact_match``)."""
+def _check(model: Any, collate: Any, rows: Sequence[dict[str, Any]], batch_size: int) -> float:
     import torch
 
     model.eval()
@@ -496,4 +447,4 @@ def _check(model: Any, collate: Any, rows: Sequence[dict[str, Any]], batch_size:
             batch = collate(rows[i:i + batch_size])
             labels = batch.pop("labels")
             right += exact_match(model(**batch).logits, labels)
-    return right
+    return sum(right) / max(1, len(right))

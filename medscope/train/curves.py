@@ -46,15 +46,11 @@ def plot_curves(run: Path, path: Path, *, sft: Sequence[str] = ("sft", "sft_unif
             decoded = [(step, c["listed"]) for step, c in zip(steps, stage["curve"], strict=True) if "listed" in c]
             if decoded:  # measured at fewer checks than exact match
                 ax.plot(*zip(*decoded, strict=True), color="tab:orange", marker=".")
-            shown = [(step, c["named"]) for step, c in zip(steps, stage["curve"], strict=True) if "named" in c]
-            if shown:
-                ax.plot(*zip(*shown, strict=True), color="tab:green")
             ax.axvline(offset, color="0.85", lw=0.8)
             ax.text(offset, 1.02, stage["name"].split("-", 1)[1], fontsize=7, rotation=45)
             offset += stage["steps"]
         ax.plot([], [], color="tab:blue", label="exact match")
         ax.plot([], [], color="tab:orange", label="answer is a pair of row labels")
-        ax.plot([], [], color="tab:green", label="recall: exact on frames that show something")
         ax.legend(fontsize=8, loc="lower right")
     ax.set(title="pointer curriculum (videos set aside)", xlabel="step", ylim=(0, 1.1))
     ax = axes[1]

@@ -66,6 +66,15 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _turns(args: argparse.Namespace) -> int:
+    from medscope.eval.turns import TurnsConfig, run, table
+
+    config = config_from_args(TurnsConfig, args)
+    print(table(run(config)), end="")
+    print(f"wrote {config.out}/turns.jsonl, turns.md")
+    return 0
+
+
 def _merge(args: argparse.Namespace) -> int:
     if args.kind == "eval":
         from medscope.eval.runner import merge
@@ -110,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     from medscope.agent.loop import AgentConfig
     from medscope.demo import DemoConfig
     from medscope.eval.runner import EvalConfig
+    from medscope.eval.turns import TurnsConfig
     from medscope.review.workspace import ReviewConfig
     from medscope.suite.build import BuildConfig
     from medscope.train.configs import GRPOStageConfig, SFTStageConfig
@@ -141,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="run a backend (and the uniform baseline) over samples; tables")
     add_config_arguments(evaluate, EvalConfig)
     evaluate.set_defaults(run=_eval)
+
+    turns = sub.add_parser("turns", help="each turn of the reference trajectories written by the model from the "
+                                         "reference conversation: at which step it loses the evidence")
+    add_config_arguments(turns, TurnsConfig)
+    turns.set_defaults(run=_turns)
 
     merge = sub.add_parser("merge", help="put the output folders of --shard K/N runs back together")
     merge.add_argument("kind", choices=["eval", "suite"], help="what the shards ran")

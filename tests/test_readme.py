@@ -198,6 +198,8 @@ RUNS: dict[str, Run] = {
     "medscope eval --samples runs/suite/samples.jsonl --backend oracle --out runs/eval":
         Run(writes=("runs/eval/results.jsonl", "runs/eval/manifest.json", "runs/eval/tables.md"),
             checks=(_results_match_samples("runs/eval/results.jsonl", "runs/suite/samples.jsonl"),)),
+    "medscope turns --trajectories runs/suite/trajectories.jsonl --out runs/turns":
+        Run(writes=("runs/turns/turns.jsonl", "runs/turns/turns.md")),
     "medscope train all --preset smoke --out runs/smoke":
         Run(writes=("runs/smoke/results.md", "runs/smoke/medscope-smoke/config.json",
                     "runs/smoke/medscope-smoke/model.safetensors")),

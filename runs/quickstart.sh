@@ -19,8 +19,10 @@ done
     --templates ground_label event_where phase_at
 
 # 3. Evaluation: the built-in model (medscope-tiny), then the oracle policy (knows the truth), each against
-#    uniform sampling at the same frame budget.
+#    uniform sampling at the same frame budget; then the model turn by turn against the teacher's trajectories
+#    (at which step it loses the evidence).
 "$MEDSCOPE" eval --samples "$OUT/suite/samples.jsonl" --max-new-tokens 160 --out "$OUT/eval_tiny"
+"$MEDSCOPE" turns --trajectories "$OUT/suite/trajectories.jsonl" --max-new-tokens 160 --out "$OUT/turns_tiny"
 "$MEDSCOPE" eval --samples "$OUT/suite/samples.jsonl" --backend oracle --out "$OUT/eval_oracle"
 
 # 4. Training: tokenizer + tiny Qwen3-VL → pointer curriculum → SFT on the teacher's trajectories → GA-GRPO

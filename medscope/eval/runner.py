@@ -168,12 +168,17 @@ def run_samples(
     return read_lines(path)
 
 
-def _factory(config: EvalConfig, policy: str) -> BackendFactory:
+def backend_factory(policy: str, *, model: str | None, base_url: str | None,
+                    options: BackendOptions) -> BackendFactory:
+    """Each sample's backend: a scripted policy given that sample's ground truth, or one model shared by all."""
     if policy in SCRIPTED:
         return lambda sample: make_backend(policy, reference=reference_for(sample))
-    # one model, shared by every episode
-    backend = make_backend(policy, model=config.model, base_url=config.base_url, options=config.options)
+    backend = make_backend(policy, model=model, base_url=base_url, options=options)
     return lambda sample: backend
+
+
+def _factory(config: EvalConfig, policy: str) -> BackendFactory:
+    return backend_factory(policy, model=config.model, base_url=config.base_url, options=config.options)
 
 
 def baseline_budget(results: Iterable[dict[str, Any]]) -> int:

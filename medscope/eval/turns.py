@@ -19,8 +19,6 @@ at answers sees without pointing. ``overlaps evidence`` scores the window the mo
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,22 +27,21 @@ from typing import Any
 from tqdm import tqdm
 
 from medscope.agent import protocol
-from medscope.agent.backends import Backend, BackendOptions, make_backend
+from medscope.agent.backends import Backend, BackendOptions
 from medscope.agent.backends.base import message_text
+from medscope.agent.backends.scripted import shows
 from medscope.agent.grammar import TOOL_NAMES, TurnFormat
 from medscope.agent.loop import AgentConfig
 from medscope.agent.protocol import FinalAnswer, ToolCall, Window, parse_answer_windows, parse_turn
 from medscope.eval.folder import read_lines, repair_tail
 from medscope.eval.metrics import set_iou
+from medscope.eval.runner import backend_factory
+from medscope.eval.tables import clustered_se
 from medscope.io import json_line, write_text_atomic
 from medscope.suite.records import Trajectory, read_jsonl
-from medscope.suite.trajectories import reference_for
 from medscope.train.data import trajectory_messages
 from medscope.video.source import VideoSource
 from medscope.video.tools import VideoTools
-
-log = logging.getLogger(__name__)
-SCRIPTED = ("oracle", "teacher", "uniform", "random")
 
 
 @dataclass(frozen=True)
@@ -116,7 +113,7 @@ def view_kind(trajectory: Trajectory, index: int) -> str:
     """``seen`` when a frame of the last view shows the evidence (as the teacher counts frames), else ``unseen``."""
     evidence = trajectory.sample.evidence or []
     seen = last_view(trajectory, index)
-    return "seen" if any(s <= t < e or t == s for t in seen for s, e in evidence) else "unseen"
+    return "seen" if any(shows(t, (s, e)) for t in seen for s, e in evidence) else "unseen"
 
 
 def probe_trajectory(backend: Backend, trajectory: Trajectory, agent: AgentConfig) -> list[dict[str, Any]]:
@@ -125,6 +122,7 @@ def probe_trajectory(backend: Backend, trajectory: Trajectory, agent: AgentConfi
     evidence = [(float(s), float(e)) for s, e in sample.evidence or []]
     grounding = sample.task == "grounding"
     with VideoSource(sample.video) as source:
+        # Training may show fewer overview frames on purpose; a probe of the reference's turns may not.
         shown = VideoTools(source, agent.tools).overview().timestamps
         if trajectory.overview and list(shown) != list(trajectory.overview):
             raise ValueError(f"{sample.id}: the agent's overview ({len(shown)} frames) is not the one the trajectory "
@@ -140,21 +138,22 @@ def probe_trajectory(backend: Backend, trajectory: Trajectory, agent: AgentConfi
                          duration=duration) if agent.grammar else None
         text = backend.generate(messages[:at], stop=stop, max_new_tokens=agent.max_new_tokens, turn=fmt)
         reference = message_text(messages[at])
-        lines.append({"id": sample.id, "task": sample.task, "turn": index, "view": view_kind(trajectory, index),
+        lines.append({"id": sample.id, "video": sample.video, "task": sample.task, "turn": index,
+                      "view": view_kind(trajectory, index),
                       "ref_action": action(reference, duration=duration), "reference": reference, "model": text,
                       "scores": score_turn(text, reference, evidence=evidence, duration=duration,
                                            grounding=grounding)})
     return lines
 
 
-def _mean_se(values: Sequence[float]) -> str:
-    if not values:
+def _mean_se(lines: Sequence[dict[str, Any]], score: str) -> str:
+    """Mean ± standard error of one score over the lines that have it, clustered by video as the eval tables give it:
+    turns of one video are not independent."""
+    scored = [line for line in lines if line["scores"][score] is not None]
+    if not scored:
         return "–"
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return f"{mean:.2f}"
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return f"{mean:.2f} ± {math.sqrt(var / len(values)):.2f}"
+    values = [line["scores"][score] for line in scored]
+    return f"{sum(values) / len(values):.2f} ± {clustered_se(values, [line['video'] for line in scored]):.2f}"
 
 
 def table(lines: Sequence[dict[str, Any]]) -> str:
@@ -162,13 +161,12 @@ def table(lines: Sequence[dict[str, Any]]) -> str:
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for line in lines:
         key = ("overview" if line["turn"] == 0 else "a tool's", line["view"], line["ref_action"])
-        groups.setdefault(key, []).append(line["scores"])
+        groups.setdefault(key, []).append(line)
     out = ["| last view | evidence in it | reference does | turns | same action | overlaps evidence | "
            "reference overlaps | IoU |", "|---|---|---|---|---|---|---|---|"]
     for key in sorted(groups, key=lambda k: (k[0] != "overview", k[1], k[2])):
         rows = groups[key]
-        cells = [_mean_se([r[k] for r in rows if r[k] is not None]) for k in ("action", "overlap", "ref_overlap",
-                                                                               "iou")]
+        cells = [_mean_se(rows, score) for score in ("action", "overlap", "ref_overlap", "iou")]
         out.append(f"| {key[0]} | {'yes' if key[1] == 'seen' else 'no'} | {key[2]} | {len(rows)} | "
                    + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
@@ -188,12 +186,11 @@ def run(config: TurnsConfig) -> list[dict[str, Any]]:
     path = out / "turns.jsonl"
     repair_tail(path)
     done = {line["id"] for line in read_lines(path)}
-    shared = None if config.backend in SCRIPTED else make_backend(
-        config.backend, model=config.model, base_url=config.base_url, options=config.options)
+    backend = backend_factory(config.backend, model=config.model, base_url=config.base_url, options=config.options)
     with path.open("a", encoding="utf-8") as handle:
         for trajectory in tqdm([t for t in picked if t.sample.id not in done], desc="turns", unit="trajectory"):
-            backend = shared or make_backend(config.backend, reference=reference_for(trajectory.sample))
-            handle.write("".join(json_line(line) for line in probe_trajectory(backend, trajectory, config.agent)))
+            turns = probe_trajectory(backend(trajectory.sample), trajectory, config.agent)
+            handle.write("".join(json_line(line) for line in turns))
             handle.flush()
     lines = read_lines(path)
     write_text_atomic(out / "turns.md", table(lines))

@@ -4,6 +4,7 @@ ablation flags, and a real run of a few steps whose rollouts call the video tool
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,17 @@ def tiny_model(suite: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = tiny.build_tiny_model("qwen3_vl", tokenizer)
     processor = tiny.build_processor("qwen3_vl", tokenizer, max_pixels=PIXELS)
     return tiny.save_tiny(model, processor, tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def short_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_model`` trained with the short system prompt, as its config says (``protocol.PROMPT_KEY``)."""
+    folder = tmp_path_factory.mktemp("tiny_short")
+    for path in tiny_model.iterdir():
+        shutil.copy2(path, folder / path.name)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "medscope_prompt": "short"}))
+    return folder
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models train faster on one thread
@@ -255,17 +267,20 @@ def test_cli_flags(tmp_path: Path) -> None:
     assert config.agent.tools.crop_frames == 4 and not config.reward.evidence_reward
 
 
-def test_rollout_prompt_is_the_agents_prompt(suite: Path, tiny_model: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["full", "short"])
+def test_rollout_prompt_is_the_agents_prompt(suite: Path, tiny_model: Path, short_model: Path, tmp_path: Path,
+                                             kind: str) -> None:
     """The prompt TRL renders for a rollout (the row's prompt, the content ``reset()`` returns appended to its
     empty user turn as TRL appends it, the environment's tool schemas) is the prompt ``HFBackend`` renders for the
-    agent loop's first turn."""
+    agent loop's first turn; for a model trained with the short prompt, without the schemas TRL passes."""
     from trl.data_utils import prepare_multimodal_messages
 
     from medscope.agent import protocol
     from medscope.agent.backends.hf import HFBackend
     from medscope.video.tools import VideoTools
 
-    trainer = grpo.build_trainer(_config(suite, tiny_model, tmp_path))
+    model = short_model if kind == "short" else tiny_model
+    trainer = grpo.build_trainer(_config(suite, model, tmp_path))
     row = trainer.train_dataset[0]
     env = trainer.environment_factories[None]()
     observation = env.reset(**row)
@@ -277,8 +292,12 @@ def test_rollout_prompt_is_the_agents_prompt(suite: Path, tiny_model: Path, tmp_
         overview = VideoTools(source, TOOLS).overview()
         first = protocol.first_user_message(env.sample.question, overview, duration=source.duration_seconds,
                                             options=env.sample.options)
-    assert rendered == HFBackend.from_pretrained(tiny_model)._render([system_message(AGENT), first])
-    assert rendered.count("<|image_pad|>") == TOOLS.overview_frames and "# Tools" in rendered
+    backend = HFBackend.from_pretrained(model)
+    assert backend.prompt == kind and trainer.tools  # TRL still runs the environment's tools
+    assert rendered == backend._render([system_message(AGENT, kind), first])
+    assert rendered.count("<|image_pad|>") == TOOLS.overview_frames
+    assert ("# Tools" in rendered) == (kind == "full")
+    assert "Look with crop_video(start_time, end_time)" in rendered if kind == "short" else "Rules:" in rendered
 
 
 def test_prompt_image_fields_are_tensors_for_the_tool_loop(suite: Path, tiny_model: Path, tmp_path: Path) -> None:

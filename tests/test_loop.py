@@ -17,7 +17,7 @@ from medscope.agent.backends.scripted import (
     UniformBackend,
 )
 from medscope.agent.loop import AgentConfig, run_episode
-from medscope.agent.protocol import parse_windows, render_answer, render_tool_call
+from medscope.agent.protocol import PROMPT_VERSION, parse_windows, render_answer, render_tool_call, system_prompt
 from medscope.agent.trace import Episode, append_episode, read_episodes
 from medscope.video.synthclin import SynthClinVideo
 from medscope.video.tools import ToolConfig
@@ -115,15 +115,26 @@ def test_teacher_looks_at_a_named_moment(synth_video: SynthClinVideo) -> None:
 
 def test_observations_reach_the_model_as_timestamped_images(synth_path: Path) -> None:
     backend = ReplayBackend([CROP, ANSWER])
-    run_episode(backend, synth_path, "What happens?")
+    episode = run_episode(backend, synth_path, "What happens?")
     system, user = backend.prompts[0][:2]
-    assert "crop_video" in message_text(system)
+    assert "crop_video" in message_text(system) and "Rules:" in message_text(system)
+    assert episode.prompt_version == PROMPT_VERSION
     assert len(message_images(user)) == 16 and "Question: What happens?" in message_text(user)
     tool = backend.prompts[1][-1]
     assert tool["role"] == "tool" and len(message_images(tool)) == 8
     parts = tool["content"]
     labels = [parts[i - 1]["text"] for i, p in enumerate(parts) if p["type"] == "image"]  # right before each image
     assert labels == [f"[{31 + 2 * j:.1f}s]" for j in range(8)]
+
+
+def test_a_backend_trained_with_the_short_prompt_gets_it(synth_path: Path) -> None:
+    backend = ReplayBackend([ANSWER])
+    backend.prompt = "short"  # what HFBackend reads from a model's config
+    episode = run_episode(backend, synth_path, "What happens?")
+    system = message_text(backend.prompts[0][0])
+    assert system == system_prompt(overview_frames=16, max_turns=6, max_frames=64, explicit_evidence=False,
+                                   prompt="short")
+    assert episode.prompt_version == f"{PROMPT_VERSION}-short"
 
 
 @pytest.mark.parametrize(

@@ -223,6 +223,9 @@ def test_generate_sends_images_stop_and_tool_turn(server: FakeServer) -> None:
     assert body["temperature"] == 0.0
     assert body["top_k"] == 1
     assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "user"]
+    # the schemas a model trained with the full prompt saw in its system turn; the server renders, parses nothing
+    assert [t["function"]["name"] for t in body["tools"]] == ["crop_video", "get_frame"]
+    assert body["tool_choice"] == "none"
 
     urls = [
         part["image_url"]["url"]
@@ -251,6 +254,17 @@ def test_generate_sends_images_stop_and_tool_turn(server: FakeServer) -> None:
     # null content (e.g. a refusal or an empty turn) is the empty string
     server.script.append(Reply(null_content=True))
     assert backend.generate(conversation(), stop=STOP, max_new_tokens=8) == ""
+    backend.close()
+
+
+def test_a_model_trained_with_the_short_prompt_gets_no_tool_schemas(server: FakeServer) -> None:
+    backend = make_backend(server.base_url, prompt="short")
+    assert backend.prompt == "short"
+    backend.generate(conversation(), stop=STOP, max_new_tokens=8)
+    (request,) = server.chat_requests()
+    assert "tools" not in request["body"] and "tool_choice" not in request["body"]
+    with pytest.raises(ValueError, match="unknown system prompt 'tiny'; choose one of full, short"):
+        make_backend(server.base_url, prompt="tiny")
     backend.close()
 
 

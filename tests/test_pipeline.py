@@ -38,6 +38,10 @@ def test_train_all_smoke_runs_every_stage_then_resumes(tmp_path: Path, capfd: py
         assert curves.format == "PNG" and curves.width > 1000 and "![training curves](curves.png)" in card
     backend = HFBackend.from_pretrained(shipped)  # the shipped folder loads like any model
     assert backend.identity() == {"backend": "hf", "model": "medscope-smoke"}
+    # The system prompt the preset trains with travels in the model's config from init to the shipped folder.
+    assert json.loads((shipped / "config.json").read_text())["medscope_prompt"] == "short" == backend.prompt
+    line = json.loads((tmp_path / "eval_grpo" / "results.jsonl").read_text().splitlines()[0])
+    assert line["episode"]["prompt_version"].endswith("-short")
     capfd.readouterr()
     main(PipelineConfig(preset="smoke", out=str(tmp_path), ablations=False))
     log = capfd.readouterr().err  # the stages run in worker processes: their stderr is the fd

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 
 from medscope.agent.protocol import (
     FinalAnswer,
     FormatError,
     ToolCall,
+    folder_prompt,
+    model_prompt,
     parse_answer_windows,
     parse_turn,
     render_answer,
     render_tool_call,
     stop_strings,
     system_prompt,
+    tool_schemas,
 )
+from medscope.video.tools import TOOL_SPECS
 
 
 def test_round_trip_tool_call() -> None:
@@ -88,6 +96,23 @@ def test_system_prompt_lists_tools_and_contract() -> None:
     assert '"type": "function"' not in prompt
     assert "<evidence>" in prompt and "6 turns" in prompt and "64 frames" in prompt
     assert "<evidence>" not in system_prompt(overview_frames=16, max_turns=6, max_frames=64, explicit_evidence=False)
+
+
+def test_short_prompt_names_the_tools_and_the_template_gets_no_schemas(tmp_path: Path) -> None:
+    sizes = dict(overview_frames=16, max_turns=6, max_frames=64, explicit_evidence=False)
+    short, full = system_prompt(**sizes, prompt="short"), system_prompt(**sizes)
+    assert "crop_video(start_time, end_time)" in short and "get_frame(timestamp)" in short
+    assert len(short) * 5 < len(full)
+    assert tool_schemas("full") == list(TOOL_SPECS) and tool_schemas("short") is None
+    with pytest.raises(ValueError, match="unknown system prompt 'tiny'; choose one of full, short"):
+        system_prompt(**sizes, prompt="tiny")
+    # A model's config names the prompt it was trained with; a config that names none is a full-prompt model.
+    assert model_prompt(SimpleNamespace()) == "full"
+    assert model_prompt(SimpleNamespace(medscope_prompt="short")) == "short"
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3_vl", "medscope_prompt": "short"}))
+    assert folder_prompt(tmp_path) == "short"
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3_vl"}))
+    assert folder_prompt(tmp_path) == "full"
 
 
 def test_stop_strings() -> None:

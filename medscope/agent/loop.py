@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medscope.agent import protocol
-from medscope.agent.backends.base import Backend, Message, text_part
+from medscope.agent.backends.base import Backend, Message, backend_prompt, text_part
 from medscope.agent.grammar import TOOL_NAMES, TurnFormat
 from medscope.agent.protocol import FinalAnswer, FormatError, ToolCall
 from medscope.agent.trace import Episode, ObservationRecord, TurnRecord
@@ -84,14 +84,15 @@ def _run(
     duration = source.duration_seconds
     tools = VideoTools(source, config.tools)
     overview = tools.overview()
+    prompt = backend_prompt(backend)
     episode = Episode(
         question=question, video=str(source.path), duration=duration, backend=backend.identity(), id=sample_id,
-        task=task, options=options, config=dataclasses.asdict(config), prompt_version=protocol.PROMPT_VERSION,
+        task=task, options=options, config=dataclasses.asdict(config), prompt_version=protocol.prompt_version(prompt),
         overview=_record(overview), reference=reference,
     )
     system = protocol.system_prompt(
         overview_frames=config.tools.overview_frames, max_turns=config.max_turns,
-        max_frames=config.tools.max_frames, explicit_evidence=config.explicit_evidence,
+        max_frames=config.tools.max_frames, explicit_evidence=config.explicit_evidence, prompt=prompt,
     )
     messages: list[Message] = [
         {"role": "system", "content": [text_part(system)]},

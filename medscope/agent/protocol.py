@@ -17,12 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from medscope.agent.backends.base import Message, image_part, text_part
-from medscope.video.tools import Observation, ToolError, finite_seconds
+from medscope.video.tools import TOOL_SPECS, Observation, ToolError, finite_seconds
 
 PROMPT_VERSION = "4"
 Window = tuple[float, float]
@@ -74,11 +75,50 @@ def _template(name: str) -> jinja2.Template:
     return env.from_string(source)
 
 
-def system_prompt(*, overview_frames: int, max_turns: int, max_frames: int, explicit_evidence: bool) -> str:
-    return _template("system.jinja").render(
+# The system prompts a model can be trained with. "full" (system.jinja, and the tools' JSON schemas through the chat
+# template) explains the protocol to a model that reads instructions. "short" (system_short.jinja, no schemas) is
+# one line: medscope-tiny learns the protocol from its training rows, and 850 tokens of instructions before the
+# question hid from it what its curriculum taught it to see in the overview (README, "what limits the agent").
+PROMPTS = ("full", "short")
+# The key in a model's config.json that names the prompt it was trained with; absent: "full".
+PROMPT_KEY = "medscope_prompt"
+
+
+def system_prompt(*, overview_frames: int, max_turns: int, max_frames: int, explicit_evidence: bool,
+                  prompt: str = "full") -> str:
+    name = {"full": "system.jinja", "short": "system_short.jinja"}[check_prompt(prompt)]
+    return _template(name).render(
         overview_frames=overview_frames, max_turns=max_turns,
         max_frames=max_frames, explicit_evidence=explicit_evidence,
     ).strip()
+
+
+def tool_schemas(prompt: str) -> list[dict[str, Any]] | None:
+    """What the chat template gets as ``tools``: the schemas with the full prompt, nothing with the short one
+    (it names the tools itself)."""
+    return list(TOOL_SPECS) if check_prompt(prompt) == "full" else None
+
+
+def prompt_version(prompt: str) -> str:
+    """What an episode records as its prompt: the version, and the prompt when it is not the full one."""
+    return PROMPT_VERSION if check_prompt(prompt) == "full" else f"{PROMPT_VERSION}-{prompt}"
+
+
+def check_prompt(prompt: str) -> str:
+    if prompt not in PROMPTS:
+        raise ValueError(f"unknown system prompt {prompt!r}; choose one of {', '.join(PROMPTS)}")
+    return prompt
+
+
+def model_prompt(config: Any) -> str:
+    """The prompt a model was trained with, from its transformers config (``medscope_prompt``; default full)."""
+    return check_prompt(getattr(config, PROMPT_KEY, None) or "full")
+
+
+def folder_prompt(folder: str | Path) -> str:
+    """``model_prompt`` of a model folder, read from its config.json without loading the model."""
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    return check_prompt(config.get(PROMPT_KEY) or "full")
 
 
 # One number format for every time a model reads or writes (frame labels, durations, windows, tool arguments in

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from medscope.agent import protocol
 from medscope.agent.backends import Backend, BackendOptions
-from medscope.agent.backends.base import message_text
+from medscope.agent.backends.base import backend_prompt, message_text
 from medscope.agent.backends.scripted import shows
 from medscope.agent.grammar import TOOL_NAMES, TurnFormat
 from medscope.agent.loop import AgentConfig
@@ -128,7 +128,7 @@ def probe_trajectory(backend: Backend, trajectory: Trajectory, agent: AgentConfi
             raise ValueError(f"{sample.id}: the agent's overview ({len(shown)} frames) is not the one the trajectory "
                              f"was built with ({len(trajectory.overview)} frames); pass the tool flags it was built "
                              "with (e.g. --overview-frames)")
-        messages = trajectory_messages(trajectory, source, agent)
+        messages = trajectory_messages(trajectory, source, agent, prompt=backend_prompt(backend))
         duration = source.duration_seconds
     stop = protocol.stop_strings(explicit_evidence=agent.explicit_evidence)
     assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]

@@ -33,14 +33,16 @@ from medscope.video.tools import Observation, VideoTools
 UNTRAINED = "untrained"
 
 
-def system_message(agent: AgentConfig) -> Message:
+def system_message(agent: AgentConfig, prompt: str = "full") -> Message:
+    """The system turn the agent loop writes for a model trained with ``prompt`` (``protocol.PROMPTS``)."""
     text = protocol.system_prompt(overview_frames=agent.tools.overview_frames, max_turns=agent.max_turns,
-                                  max_frames=agent.tools.max_frames, explicit_evidence=agent.explicit_evidence)
+                                  max_frames=agent.tools.max_frames, explicit_evidence=agent.explicit_evidence,
+                                  prompt=prompt)
     return {"role": "system", "content": [text_part(text)]}
 
 
 def trajectory_messages(trajectory: Trajectory, source: VideoSource, agent: AgentConfig, *,
-                        slip_at: int = 0) -> list[Message]:
+                        slip_at: int = 0, prompt: str = "full") -> list[Message]:
     """The conversation the agent loop would have had, with the teacher's turns as the assistant's.
 
     ``slip_at`` = k > 0: before the trajectory's k-th ``crop_video``, the slip a half-trained model makes most —
@@ -51,7 +53,7 @@ def trajectory_messages(trajectory: Trajectory, source: VideoSource, agent: Agen
     sample = trajectory.sample
     tools = VideoTools(source, agent.tools)
     overview = tools.overview()
-    messages = [system_message(agent), protocol.first_user_message(
+    messages = [system_message(agent, prompt), protocol.first_user_message(
         sample.question, overview, duration=source.duration_seconds, options=sample.options)]
     crops = 0
     for turn in trajectory.turns:
@@ -72,7 +74,8 @@ def trajectory_messages(trajectory: Trajectory, source: VideoSource, agent: Agen
     return messages
 
 
-def warmup_messages(sample: Sample, source: VideoSource, agent: AgentConfig, *, margin: float = 2.0) -> list[Message]:
+def warmup_messages(sample: Sample, source: VideoSource, agent: AgentConfig, *, margin: float = 2.0,
+                    prompt: str = "full") -> list[Message]:
     """Stage 1: the frames of the evidence window (a little wider) and the question, then the answer."""
     start = max(0.0, min(s for s, _ in sample.evidence) - margin)
     end = min(source.duration_seconds, max(e for _, e in sample.evidence) + margin)
@@ -84,7 +87,7 @@ def warmup_messages(sample: Sample, source: VideoSource, agent: AgentConfig, *, 
             f"{t(source.duration_seconds)}s. Frames from {t(start)}s to {t(end)}s:")
     parts = [text_part(head), *protocol.frame_parts(crop)]
     think = f"The frames from {t(crop.timestamps[0])}s to {t(crop.timestamps[-1])}s show it."
-    return [system_message(agent), {"role": "user", "content": parts},
+    return [system_message(agent, prompt), {"role": "user", "content": parts},
             {"role": "assistant", "content": [text_part(render_answer(sample.answer, think))]}]
 
 
@@ -128,11 +131,12 @@ def fill_images(messages: Sequence[dict[str, Any]], images: Sequence[Image.Image
 
 
 def sft_rows(
-    items: Iterable[Sample | Trajectory], agent: AgentConfig, *, stage: int, repair: float = 0.0
+    items: Iterable[Sample | Trajectory], agent: AgentConfig, *, stage: int, repair: float = 0.0,
+    prompt: str = "full",
 ) -> list[dict[str, Any]]:
     """Stage-1 rows from samples, stage-2 rows from trajectories; each video is opened once. ``repair``: the
     share of trajectories shown with a slip before one of their crops and its repair (``trajectory_messages``),
-    drawn from the sample id."""
+    drawn from the sample id. ``prompt``: the system prompt of the model being trained."""
     by_video: dict[str, list[Sample | Trajectory]] = {}
     for item in items:
         video = item.video if isinstance(item, Sample) else item.sample.video
@@ -142,9 +146,10 @@ def sft_rows(
         with VideoSource(video) as source:
             for item in group:
                 if stage == 1 and isinstance(item, Sample):
-                    rows.append(to_row(warmup_messages(item, source, agent)))
+                    rows.append(to_row(warmup_messages(item, source, agent, prompt=prompt)))
                 elif stage == 2 and isinstance(item, Trajectory):
-                    rows.append(to_row(trajectory_messages(item, source, agent, slip_at=_slip_at(item, repair))))
+                    rows.append(to_row(trajectory_messages(item, source, agent, slip_at=_slip_at(item, repair),
+                                                           prompt=prompt)))
                 else:
                     raise ValueError(f"stage {stage} takes {'samples' if stage == 1 else 'trajectories'}")
     return rows
@@ -163,10 +168,10 @@ def _slip_at(trajectory: Trajectory, share: float) -> int:
     return rng.randint(1, crops) if crops and rng.random() < share else 0
 
 
-def grpo_rows(samples: Iterable[Sample], agent: AgentConfig) -> list[dict[str, Any]]:
+def grpo_rows(samples: Iterable[Sample], agent: AgentConfig, prompt: str = "full") -> list[dict[str, Any]]:
     """Prompts for GA-GRPO: the system prompt and an empty user turn that the environment's ``reset`` fills
     with the overview and the question; the sample travels as JSON for the environment and the rewards."""
-    system = system_message(agent)["content"][0]["text"]
+    system = system_message(agent, prompt)["content"][0]["text"]
     return [{"prompt": [{"role": "system", "content": system}, {"role": "user", "content": ""}],
              "sample": json.dumps(dataclasses.asdict(s)), "task": s.task} for s in samples]
 

@@ -29,6 +29,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.chat_template_utils import add_response_schema
 
 from medscope.agent.backends.processors import load_processor
+from medscope.agent.protocol import folder_prompt, tool_schemas
 from medscope.config import write_run_config
 from medscope.suite.records import Sample, read_jsonl, sample_from_dict
 from medscope.train import rewards
@@ -244,10 +245,14 @@ def training_processor(folder: str | Path) -> ProcessorMixin:
     """The processor TRL renders rollouts with: left padding (TRL aligns ``mm_token_type_ids`` to left-padded ids)
     and TRL's response parser for the chat template (``<tool_call>`` → ``tool_calls``; raises for a template TRL
     does not know). TRL renders the tool schemas of ``VideoToolEnv`` (equal to ``TOOL_SPECS``) into the prompt, as
-    ``HFBackend`` and SFT do. Save the stock processor, not this one."""
-    processor = load_processor(folder)
+    ``HFBackend`` and SFT do; for a model trained with the short system prompt, which names the tools itself, the
+    template is told to show none (TRL always passes them). Save the stock processor, not this one."""
+    processor = add_response_schema(load_processor(folder))
     processor.tokenizer.padding_side = "left"
-    return add_response_schema(processor)
+    if tool_schemas(folder_prompt(folder)) is None:
+        # A top-level set shadows the ``tools`` TRL passes; parsing the model's tool calls does not need them.
+        processor.chat_template = "{%- set tools = none %}" + processor.chat_template
+    return processor
 
 
 def environment(tools: ToolConfig) -> type[VideoToolEnv]:
@@ -312,7 +317,7 @@ def build_trainer(config: GRPOStageConfig) -> GAGRPOTrainer:
         model=model,
         reward_funcs=reward_functions(config.reward),
         args=training_args(config),
-        train_dataset=Dataset.from_list(grpo_rows(_samples(config), config.agent)),
+        train_dataset=Dataset.from_list(grpo_rows(_samples(config), config.agent, folder_prompt(config.model))),
         processing_class=training_processor(config.model),
         environment_factory=environment(config.agent.tools),
         peft_config=peft_config,

@@ -4,7 +4,8 @@ Stage 1 (warm-up) trains on ``samples.jsonl`` (evidence frames + question → an
 ``trajectories.jsonl`` (the teacher's multi-turn tool-calling episodes, frames re-extracted by replaying the
 calls). Both become rows of ``medscope.train.data`` and are tokenised by ``AgentSFTCollator``, which renders
 each conversation with the model's training chat template (the official template plus ``{% generation %}``
-markers) and the tool schemas, exactly as a GRPO rollout renders it, and computes the loss on the assistant
+markers) and the system prompt the model's config names (``protocol.model_prompt``; with the full one, the tool
+schemas too), exactly as a GRPO rollout and ``HFBackend`` render it, and computes the loss on the assistant
 turns only. Tool results keep their frames: TRL's own vision collator cannot put images inside ``tool``
 messages, ours can.
 
@@ -27,6 +28,7 @@ from typing import Any, Literal
 
 from medscope.agent.backends.base import Message, tool_messages_as_user
 from medscope.agent.backends.processors import load_processor, template_shows_tool_images
+from medscope.agent.protocol import folder_prompt, tool_schemas
 from medscope.config import write_run_config
 from medscope.suite.records import Sample, Trajectory, read_jsonl
 from medscope.train.configs import SFTStageConfig
@@ -62,7 +64,7 @@ class AgentSFTCollator:
     """
 
     processor: Any
-    tools: Sequence[dict[str, Any]] = TOOL_SPECS
+    tools: Sequence[dict[str, Any]] = TOOL_SPECS  # () for a model trained with the short prompt
     chat_template: str | None = None
     tool_messages_as_user: bool = field(init=False, default=False)
 
@@ -126,7 +128,8 @@ def load_rows(config: SFTStageConfig) -> list[dict[str, Any]]:
         records.append(record)
     if not records:
         raise ValueError(f"{config.data} holds no {kind} records")
-    return sft_rows(records, config.agent, stage=config.stage, repair=config.repair)
+    return sft_rows(records, config.agent, stage=config.stage, repair=config.repair,
+                    prompt=folder_prompt(config.model))
 
 
 def frames_dataset(rows: Sequence[dict[str, Any]]) -> Any:
@@ -212,7 +215,8 @@ def main(config: SFTStageConfig) -> Path:
 
         peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.05,
                                  target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=args, data_collator=AgentSFTCollator(processor), train_dataset=dataset,
+    collator = AgentSFTCollator(processor, tools=tool_schemas(folder_prompt(source)) or ())
+    trainer = SFTTrainer(model=model, args=args, data_collator=collator, train_dataset=dataset,
                          processing_class=processor, peft_config=peft_config)
     resume = last_checkpoint(out)
     if resume is not None:

@@ -35,6 +35,9 @@ class BackendOptions:
     image_factor: int = field(
         default=0, metadata={"help": "openai: resize frames to this patch grid first (28 Qwen2.5-VL, 32 Qwen3-VL; 0: "
                                      "send as they are)"})
+    prompt: str = field(
+        default="full", metadata={"help": "openai: the system prompt the served model was trained with: full | short "
+                                          "(medscope-tiny; hf reads it from the model's config)"})
     timeout: float = field(default=60.0, metadata={"help": "openai: seconds to wait for one answer"})
     max_retries: int = field(
         default=2, metadata={"help": "openai: retries of a timeout, lost connection, 429 or 5xx (honestly counted)"})
@@ -59,7 +62,8 @@ def make_backend(
         from medscope.agent.backends.openai import OpenAIBackend
 
         return OpenAIBackend(model, base_url=base_url, timeout=options.timeout, max_retries=options.max_retries,
-                             tool_messages=options.tool_messages, image_factor=options.image_factor or None)
+                             tool_messages=options.tool_messages, image_factor=options.image_factor or None,
+                             prompt=options.prompt)
     if kind in ("oracle", "teacher", "uniform", "random"):
         if reference is None:
             raise ValueError(f"--backend {kind} is a scripted policy and needs the ground truth (annotations)")

@@ -27,7 +27,11 @@ class BackendError(RuntimeError):
 @runtime_checkable
 class Backend(Protocol):
     """Produces the next assistant turn. ``generate`` returns the new text only; it may or may not include
-    the stop string that ended it (servers strip it), so the protocol's parser accepts both."""
+    the stop string that ended it (servers strip it), so the protocol's parser accepts both.
+
+    A backend whose model was trained with another system prompt than the full one says so in a ``prompt``
+    attribute (``protocol.PROMPTS``; the HF backend reads it from the model's config), and the agent loop writes
+    that prompt (``backend_prompt``)."""
 
     def identity(self) -> dict[str, str]:
         """``{"backend": ..., "model": ...}`` for traces and reports."""
@@ -38,6 +42,11 @@ class Backend(Protocol):
         """``turn``: what the turn may be (``grammar.TurnFormat``); a backend that can constrain decoding to it does
         (the HF backend), the others write freely and the parser judges the turn."""
         ...
+
+
+def backend_prompt(backend: object) -> str:
+    """The system prompt ``backend``'s model was trained with: its ``prompt`` attribute, else the full one."""
+    return str(getattr(backend, "prompt", "full"))
 
 
 def text_part(text: str) -> dict[str, Any]:

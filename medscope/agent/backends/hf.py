@@ -23,7 +23,7 @@ from medscope.agent.backends.base import (
     truncate_at_stop,
 )
 from medscope.agent.grammar import TurnFormat, longest_ending, number_fits, time_slot, turn_grammar
-from medscope.video.tools import TOOL_SPECS
+from medscope.agent.protocol import model_prompt, tool_schemas
 
 
 class HFBackend:
@@ -46,6 +46,7 @@ class HFBackend:
         self.temperature = temperature
         self.last_prompt_stats: dict[str, int] = {}
         self.last_prompt = ""  # the rendered prompt of the last call, for debugging and tests
+        self.prompt = model_prompt(model.config)  # the system prompt it was trained with (``protocol.PROMPTS``)
         self._tool_images_native: bool | None = None  # probed on first use
         self.image_token: str = getattr(processor, "image_token", "<|image_pad|>")
         self.image_token_id: int = self.tokenizer.convert_tokens_to_ids(self.image_token)
@@ -97,10 +98,10 @@ class HFBackend:
     # -- prompt -------------------------------------------------------------------------------------------------
 
     def _render(self, messages: Sequence[Message]) -> str:
-        # The tool schemas go to the template too, as SFT and GA-GRPO training render them: a model sees the
-        # same system prompt at inference as in training.
+        # The tool schemas go to the template too (with the full prompt), as SFT and GA-GRPO training render
+        # them: a model sees the same system prompt at inference as in training.
         render = self.processor if getattr(self.processor, "chat_template", None) else self.tokenizer
-        return render.apply_chat_template(list(messages), tools=list(TOOL_SPECS), add_generation_prompt=True,
+        return render.apply_chat_template(list(messages), tools=tool_schemas(self.prompt), add_generation_prompt=True,
                                           tokenize=False)
 
     @property

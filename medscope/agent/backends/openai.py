@@ -2,7 +2,8 @@
 
 Our protocol speaks text ``<tool_call>`` tags, not native function calling. The request carries what a
 medscope-trained model saw in training: the tool schemas as ``tools`` (with ``tool_choice: "none"``, so the
-server renders them into the chat template, as training did, and parses nothing), and, with
+server renders them into the chat template, as training did, and parses nothing; none for a model trained with the
+short system prompt, ``prompt="short"``), and, with
 ``tool_messages="native"``, observations as ``tool`` messages with their images, which vLLM renders through a
 template that shows tool images (Qwen3-VL's). Servers that cannot take images in ``tool`` messages get them as
 user turns (``tool_messages="user"``, the default, as Qwen2.5-VL was trained). Images travel as base64 JPEG
@@ -39,8 +40,8 @@ from medscope.agent.backends.base import (
     truncate_at_stop,
 )
 from medscope.agent.grammar import TurnFormat
+from medscope.agent.protocol import check_prompt, tool_schemas
 from medscope.cache import LRU
-from medscope.video.tools import TOOL_SPECS
 
 PLACEHOLDER_API_KEY = "EMPTY"  # what vLLM and most local servers accept when they run without --api-key
 JPEG_QUALITY = 90
@@ -165,6 +166,7 @@ class OpenAIBackend:
         extra_body: dict[str, Any] | None = None,
         tool_messages: str = "user",
         image_factor: int | None = None,
+        prompt: str = "full",
     ) -> None:
         if not model:
             raise ValueError("model must be a non-empty model id as the server knows it")
@@ -181,6 +183,7 @@ class OpenAIBackend:
             raise ValueError(f"tool_messages must be 'user' or 'native', got {tool_messages!r}")
         self.native_tools = tool_messages == "native"
         self.image_factor = image_factor or None
+        self.prompt = check_prompt(prompt)  # the system prompt the served model was trained with
         self._encoded = _Encoded()
         env_key = os.environ.get(api_key_env, "")
         self._api_key_set = bool(env_key)
@@ -218,12 +221,12 @@ class OpenAIBackend:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": self.request_messages(messages),
-            # What training rendered into the system prompt; "none": the server renders them, parses nothing.
-            "tools": [dict(spec) for spec in TOOL_SPECS],
-            "tool_choice": "none",
             "max_tokens": int(max_new_tokens),
             "temperature": self.temperature,
         }
+        schemas = tool_schemas(self.prompt)
+        if schemas is not None:  # what training rendered into the system prompt; "none": the server parses nothing
+            kwargs.update(tools=[dict(spec) for spec in schemas], tool_choice="none")
         if stop:
             kwargs["stop"] = list(stop)
         if self.extra_body:

@@ -40,6 +40,7 @@ def test_train_all_smoke_runs_every_stage_then_resumes(tmp_path: Path, capfd: py
     assert backend.identity() == {"backend": "hf", "model": "medscope-smoke"}
     # The system prompt the preset trains with travels in the model's config from init to the shipped folder.
     assert json.loads((shipped / "config.json").read_text())["medscope_prompt"] == "short" == backend.prompt
+    assert "--prompt short" in card  # a server is not told by the config: the card says how
     line = json.loads((tmp_path / "eval_grpo" / "results.jsonl").read_text().splitlines()[0])
     assert line["episode"]["prompt_version"].endswith("-short")
     capfd.readouterr()

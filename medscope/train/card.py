@@ -54,6 +54,14 @@ def stage_line(run: Path, name: str, keys: tuple[str, ...]) -> str:
     return "  - " + ", ".join(parts)
 
 
+def prompt_note(settings: dict[str, Any]) -> str:
+    """How to prompt a model trained with the short system prompt (its config says so; a server is not told)."""
+    if settings["model"].get("prompt", "full") == "full":
+        return ""
+    return ("\n\nIt was trained with the short system prompt (`\"medscope_prompt\": \"short\"` in `config.json`):"
+            " medscope's HF backend reads it there; served by vLLM, give `--backend openai --prompt short`.")
+
+
 def curriculum_lines(run: Path) -> str:
     """One line per curriculum stage: steps, wall time and what it reached on videos set aside (exact match; for
     pointing also ``listed``, the share of decoded answers that are proper windows between labels of the row)."""
@@ -147,7 +155,7 @@ to read them.
 
     medscope ask VIDEO.mp4 "When does bleeding happen? Answer with the time window in seconds." --report r.html
 
-or `--model PATH` to any folder written by `medscope train`.
+or `--model PATH` to any folder written by `medscope train`.{prompt_note(settings)}
 """
     write_text_atomic(out / "README.md", card)
     return out

@@ -118,8 +118,9 @@ def _mask_turns(mask: Any, untrained: Sequence[bool]) -> None:
             mask[start:end] = 0
 
 
-def load_rows(config: SFTStageConfig) -> list[dict[str, Any]]:
-    """The stage's conversations: samples (stage 1) or trajectories (stage 2), replayed on their videos."""
+def load_rows(config: SFTStageConfig, prompt: str) -> list[dict[str, Any]]:
+    """The stage's conversations: samples (stage 1) or trajectories (stage 2), replayed on their videos, behind the
+    system prompt ``prompt`` (the one the model is trained with)."""
     kind: Literal["sample", "trajectory"] = "sample" if config.stage == 1 else "trajectory"
     records: list[Sample | Trajectory] = []
     for record in read_jsonl(config.data, kind):
@@ -128,8 +129,7 @@ def load_rows(config: SFTStageConfig) -> list[dict[str, Any]]:
         records.append(record)
     if not records:
         raise ValueError(f"{config.data} holds no {kind} records")
-    return sft_rows(records, config.agent, stage=config.stage, repair=config.repair,
-                    prompt=folder_prompt(config.model))
+    return sft_rows(records, config.agent, stage=config.stage, repair=config.repair, prompt=prompt)
 
 
 def frames_dataset(rows: Sequence[dict[str, Any]]) -> Any:
@@ -183,7 +183,8 @@ def main(config: SFTStageConfig) -> Path:
         raise ValueError("sft needs --data FILE, --model DIR and --out DIR")
     source, out = Path(config.model), Path(config.out)
     write_run_config(config, out)
-    dataset = frames_dataset(load_rows(config))
+    prompt = folder_prompt(source)  # rows and collator render the one prompt the model's config names
+    dataset = frames_dataset(load_rows(config, prompt))
     model = AutoModelForImageTextToText.from_pretrained(source, local_files_only=True, dtype="auto")
     processor = load_processor(source)
     on_gpu = torch.cuda.is_available()
@@ -215,7 +216,7 @@ def main(config: SFTStageConfig) -> Path:
 
         peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.05,
                                  target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
-    collator = AgentSFTCollator(processor, tools=tool_schemas(folder_prompt(source)) or ())
+    collator = AgentSFTCollator(processor, tools=tool_schemas(prompt) or ())
     trainer = SFTTrainer(model=model, args=args, data_collator=collator, train_dataset=dataset,
                          processing_class=processor, peft_config=peft_config)
     resume = last_checkpoint(out)

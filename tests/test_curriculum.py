@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from medscope.agent.backends.base import message_text
+from medscope.agent.loop import AgentConfig
 from medscope.agent.protocol import first_user_message, format_seconds
 from medscope.suite.records import Sample, Trajectory, write_jsonl
 from medscope.suite.trajectories import vcot_trajectory
@@ -33,6 +34,7 @@ from medscope.train.curriculum import (
     main,
     pointer_row,
 )
+from medscope.train.data import system_message, trajectory_messages
 from medscope.video.source import VideoSource
 from medscope.video.synthclin import SynthClinVideo
 from medscope.video.tools import VideoTools
@@ -160,6 +162,14 @@ def test_first_rows_show_the_first_turn_as_the_agent_renders_it(synth_video: Syn
     write_jsonl(tmp_path / "b.jsonl", [other])
     rows = first_rows([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")], [video])
     assert len(rows) == 1 and len(rows[0]) == 2 and message_text(rows[0][0][1]) == trajectory.turns[0]["text"]
+    # With the model's system turn, a row opens exactly as its episode's conversation does.
+    system = system_message(AgentConfig(), "short")
+    with VideoSource(synth_video.video_path) as source:
+        episode = trajectory_messages(trajectory, source, AgentConfig(), prompt="short")
+    row = first_rows([str(tmp_path / "a.jsonl")], [video], system)[0][0]
+    assert [m["role"] for m in row] == ["system", "user", "assistant"] and row[0] == episode[0]
+    assert message_text(row[0]).startswith("Answer the question about the video.")
+    assert [message_text(m) for m in row[1:]] == [message_text(m) for m in episode[1:3]]
 
 
 def test_a_first_stage_without_trajectories_is_refused(tmp_path: Path) -> None:

@@ -11,16 +11,21 @@ a step count (the skill appears at a different point in each run):
 2. ``look``: one frame → what it shows and the phase (perception, a short warm-up).
 3. ``point``: the same question over real frames, whose words fade out over the first steps, few frames
    first. Questions ask for an event (a few seconds) or a phase (its span), as a crop does in an episode.
-4. ``first``: the first turn of the training episodes: the question and the overview as the agent shows them,
-   then what the policy wrote first (``--trajectories``: the teacher's, and the fair baseline's uniform policy's
-   as often, so that both models start from one checkpoint that saw both formats equally). Pointing learnt with
-   bare answers did not carry over to the protocol: SFT straight after ``point`` wrote a first crop whose start is
-   an overview label in 3 of 203 held-out episodes, the same crop for every question of a video; after 300 steps
-   of this stage (teacher rows only), 58 of 86 validation first crops started at one.
+4. ``first``: the first turn of the training episodes: the system prompt the model carries, the question and
+   the overview as the agent shows them, then what the policy wrote first (``--trajectories``: the teacher's, and
+   the fair baseline's uniform policy's as often, so that both models start from one checkpoint that saw both
+   formats equally). Pointing learnt with bare answers did not carry over to the protocol: SFT straight after
+   ``point`` wrote a first crop whose start is an overview label in 3 of 203 held-out episodes, the same crop for
+   every question of a video; after 300 steps of this stage (teacher rows only), 58 of 86 validation first crops
+   started at one.
 
 Rows are single user turns (question first, then the labelled frames, as ``protocol.first_user_message``
-renders them) and a bare ``<answer>[lo, hi]</answer>`` (``first``: the policy's turn): no system prompt, so a
-row costs tens to hundreds of tokens, not two thousand. Frames come from the training videos only, decoded
+renders them) and a bare ``<answer>[lo, hi]</answer>``: no system prompt, so a row costs tens to hundreds of
+tokens, not two thousand. ``first`` rows are the episode's opening exactly as the agent renders it, system prompt
+(and, with the full prompt, the tool schemas) included. Trained without the short prompt, then asked behind it,
+the stage's model said "no frame shows it yet" to nearly every validation overview (it said one shows the asked
+event for 0, 0 and 1 of the 28 that do, over three data seeds); trained with it, for 5, 13 and 17 (and wrongly
+for 1, 4 and 14 of 37), as the teacher says it for 28 of 65. Frames come from the training videos only, decoded
 once; a tenth of the videos are kept aside to measure the criterion (exact match of every answer token under
 teacher forcing, which is what greedy decoding writes). Nothing here reads the held-out videos.
 """
@@ -46,7 +51,14 @@ from PIL import Image
 from medscope.agent.backends.base import Message, image_part, text_part
 from medscope.agent.backends.openai import smart_resize
 from medscope.agent.backends.scripted import bracket, shows
-from medscope.agent.protocol import first_user_message, format_seconds, format_time, question_text
+from medscope.agent.protocol import (
+    first_user_message,
+    folder_prompt,
+    format_seconds,
+    format_time,
+    question_text,
+    tool_schemas,
+)
 from medscope.io import write_text_atomic
 from medscope.suite.records import Trajectory, read_jsonl
 from medscope.video.source import Frame, VideoSource
@@ -220,23 +232,26 @@ def look_row(video: _Video, rng: random.Random) -> list[Message]:
     return [{"role": "user", "content": parts}, {"role": "assistant", "content": [text_part(answer)]}]
 
 
-def first_row(trajectory: Trajectory, video: _Video) -> list[Message]:
-    """The first turn of ``trajectory``'s episode: its question and overview frames as the agent shows them
-    (``protocol.first_user_message``), then the policy's first turn."""
+def first_row(trajectory: Trajectory, video: _Video, system: Message | None = None) -> list[Message]:
+    """The first turn of ``trajectory``'s episode: the system turn ``system`` (the model's prompt), its question
+    and overview frames as the agent shows them (``protocol.first_user_message``), then the policy's first turn."""
     sample = trajectory.sample
     indices = [_nearest(video.times, t) for t in trajectory.overview]
     overview = Observation("overview", {"duration": sample.duration},
                            tuple(Frame(i, video.times[i], video.images[i]) for i in indices))
     user = first_user_message(sample.question, overview, duration=sample.duration, options=sample.options)
-    return [user, {"role": "assistant", "content": [text_part(trajectory.turns[0]["text"])]}]
+    head = [system] if system else []
+    return [*head, user, {"role": "assistant", "content": [text_part(trajectory.turns[0]["text"])]}]
 
 
-def first_rows(paths: Sequence[str], videos: Sequence[_Video]) -> list[list[list[Message]]]:
-    """Per trajectories file, the first-turn rows of its trajectories on ``videos`` (files with none left out)."""
+def first_rows(paths: Sequence[str], videos: Sequence[_Video],
+               system: Message | None = None) -> list[list[list[Message]]]:
+    """Per trajectories file, the first-turn rows of its trajectories on ``videos`` (files with none left out),
+    each opening with ``system``."""
     by_name = {video.name: video for video in videos}
     out = []
     for path in paths:
-        rows = [first_row(t, by_name[Path(t.sample.video).name]) for t in read_jsonl(path, "trajectory")
+        rows = [first_row(t, by_name[Path(t.sample.video).name], system) for t in read_jsonl(path, "trajectory")
                 if Path(t.sample.video).name in by_name and t.overview and t.turns]
         if rows:
             out.append(rows)
@@ -312,7 +327,8 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
     from transformers import AutoModelForImageTextToText
 
     from medscope.agent.backends.processors import load_processor
-    from medscope.train.data import to_row
+    from medscope.agent.loop import AgentConfig
+    from medscope.train.data import system_message, to_row
     from medscope.train.sft import AgentSFTCollator, save_model
 
     torch.set_num_threads(config.threads)
@@ -337,13 +353,17 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
     aside = max(1, len(videos) // 10)  # the criterion is measured on videos never trained on
     train_videos, check_videos = videos[aside:], videos[:aside]
     firsts: tuple[list[list[list[Message]]], list[list[list[Message]]]] = ([], [])  # rows of first stages
+    prompt = folder_prompt(source)  # first rows open as the model's episodes will, with the prompt it carries
     if any(stage.kind == "first" for stage in stages):
-        firsts = (first_rows(config.trajectories, train_videos), first_rows(config.trajectories, check_videos))
+        system = system_message(AgentConfig(), prompt)
+        firsts = (first_rows(config.trajectories, train_videos, system),
+                  first_rows(config.trajectories, check_videos, system))
         if len(firsts[0]) < len(config.trajectories) or not firsts[1]:
             raise ValueError(f"{', '.join(config.trajectories)}: each needs trajectories on the videos in "
                              f"{config.videos}, some of them on the tenth set aside (the first by name): build them "
                              "from these videos")
     collate = AgentSFTCollator(processor, tools=())
+    first_collate = AgentSFTCollator(processor, tools=tool_schemas(prompt) or ())
     rows_per_step = config.batch_size // world
     for number, stage in enumerate(stages):
         name = _name(number, stage)
@@ -355,11 +375,12 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
         check_messages = [draw(stage, check_videos, check_rng, config.spacing, stage.max_steps, firsts[1])
                           for _ in range(config.check_rows)] if rank == 0 else []
         checks = [to_row(messages) for messages in check_messages]
+        stage_collate = first_collate if stage.kind == "first" else collate
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
         started, curve, step = time.monotonic(), [], 0
         model.train()
         while step < stage.max_steps:
-            batch = collate([to_row(draw(stage, train_videos, rng, config.spacing, step, firsts[0]))
+            batch = stage_collate([to_row(draw(stage, train_videos, rng, config.spacing, step, firsts[0]))
                              for _ in range(rows_per_step)])
             for group in optimizer.param_groups:  # a short warm-up: Adam's first steps are large
                 group["lr"] = config.lr * min(1.0, (step + 1) / 50)
@@ -378,7 +399,7 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
             if step % config.check_every == 0 or step == stage.max_steps:
                 stop = torch.zeros(1)
                 if rank == 0:
-                    exact = _check(model, collate, checks, config.batch_size)
+                    exact = _check(model, stage_collate, checks, config.batch_size)
                     decode = stage.kind == "point" and (step % config.listed_every == 0 or step == stage.max_steps)
                     point = {"listed": round(listed(model, processor, check_messages), 3)} if decode else {}
                     curve.append({"step": step, "loss": round(loss.item(), 4), "exact": round(exact, 3), **point})

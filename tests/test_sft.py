@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ torch = pytest.importorskip("torch")
 from safetensors.torch import load_file  # noqa: E402
 
 from medscope.agent.backends.hf import HFBackend  # noqa: E402
+from medscope.agent.backends.processors import fit_image, image_geometry  # noqa: E402
 from medscope.agent.loop import AgentConfig  # noqa: E402
 from medscope.agent.protocol import render_answer, render_tool_call  # noqa: E402
 from medscope.config import add_config_arguments, config_from_args, flat_values, run_config_defaults  # noqa: E402
@@ -169,6 +171,23 @@ def test_rows_survive_arrow(stage2_rows: list[dict[str, Any]]) -> None:
     for read, written in zip(row["images"], stage2_rows[0]["images"], strict=True):  # PNG: lossless
         assert read.mode == written.mode and np.array_equal(np.asarray(read), np.asarray(written))
     fill_images(row["messages"], row["images"])  # the placeholders still match the frames
+
+
+@pytest.mark.parametrize("arch", ["qwen3_vl", "qwen2_5_vl"])
+def test_rows_keep_frames_at_the_models_size(arch: tiny.Arch, suite: Path, stage2_rows: list[dict[str, Any]],
+                                              texts: list[str]) -> None:
+    processor = _processor(arch, texts)
+    geometry = image_geometry(processor)
+    assert geometry is not None and geometry[2] == MAX_PIXELS
+    rows = sft_rows(read_jsonl(suite / "trajectories.jsonl", "trajectory"), AgentConfig(), stage=2,
+                    fit=partial(fit_image, geometry=geometry))
+    big, small = stage2_rows[-1]["images"], rows[-1]["images"]
+    assert len(big) == len(small) > 8 and all(a.size != b.size for a, b in zip(big, small, strict=True))
+    assert all(b.width * b.height <= MAX_PIXELS for b in small)  # at most a quarter of the tool's frames
+    # The processor turns the fitted frames into the pixels it makes of the tool's own frames.
+    made = [processor.image_processor(images=frames, return_tensors="pt") for frames in (big, small)]
+    assert torch.equal(made[0]["image_grid_thw"], made[1]["image_grid_thw"])
+    assert torch.allclose(made[0]["pixel_values"], made[1]["pixel_values"], atol=1e-6)
 
 
 def _weights(folder: Path) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from typing import Any
 from PIL import Image
 
 from medscope.agent.backends.base import Message, image_part, text_part
-from medscope.agent.backends.openai import smart_resize
+from medscope.agent.backends.processors import Geometry, fit_image, image_geometry
 from medscope.agent.backends.scripted import bracket, shows
 from medscope.agent.protocol import (
     first_user_message,
@@ -148,8 +148,10 @@ def load_videos(folder: Path, processor: Any, max_pixels: int = ToolConfig().cro
     """Every ``*.json`` annotation in ``folder`` with its video, all frames decoded as ``crop_video`` decodes them
     (``max_pixels``) and resized as ``processor`` will resize them (done once here, not at every step), in
     ``processes`` processes (decoding is single-threaded: the tiny recipe's 300 videos took three minutes)."""
-    images = processor.image_processor
-    size = (images.patch_size * images.merge_size, images.size.shortest_edge, images.size.longest_edge)
+    size = image_geometry(processor)
+    if size is None:
+        raise ValueError(f"{type(processor).__name__} does not say how it resizes images: the curriculum needs a "
+                         "Qwen-VL processor")
     paths = sorted(folder.glob("*.json"))
     if not paths:
         raise ValueError(f"no annotated videos (*.json beside *.mp4) in {folder}")
@@ -161,7 +163,7 @@ def load_videos(folder: Path, processor: Any, max_pixels: int = ToolConfig().cro
                                                          [size] * len(paths), chunksize=4)]
 
 
-def _decode(path: Path, max_pixels: int, size: tuple[int, int, int]) -> tuple[Any, ...]:
+def _decode(path: Path, max_pixels: int, size: Geometry) -> tuple[Any, ...]:
     """One video's frame times, frames as one uint8 array (it crosses processes much faster than PIL images),
     events, phases and file name; ``size`` is the processor's (patch factor, min pixels, max pixels)."""
     import numpy as np
@@ -169,10 +171,7 @@ def _decode(path: Path, max_pixels: int, size: tuple[int, int, int]) -> tuple[An
     annotation = json.loads(path.read_text())
     with VideoSource(path.parent / annotation["video"]) as source:
         frames = source.frames_at_indices(range(source.num_frames), max_pixels=max_pixels)
-    factor, low, high = size
-    height, width = smart_resize(frames[0].image.height, frames[0].image.width, factor=factor, min_pixels=low,
-                                 max_pixels=high)
-    pixels = np.stack([np.asarray(f.image.resize((width, height), Image.Resampling.BICUBIC)) for f in frames])
+    pixels = np.stack([np.asarray(fit_image(f.image, size)) for f in frames])
     return ([f.pts_seconds for f in frames], pixels,
             [(_human(e["label"]), e["start"], e["end"]) for e in annotation["events"]],
             [(f"{_human(p['label'])} phase", p["start"], p["end"]) for p in annotation["phases"]],

@@ -23,11 +23,18 @@ import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 from medscope.agent.backends.base import Message, tool_messages_as_user
-from medscope.agent.backends.processors import load_processor, template_shows_tool_images
+from medscope.agent.backends.processors import (
+    Geometry,
+    fit_image,
+    image_geometry,
+    load_processor,
+    template_shows_tool_images,
+)
 from medscope.agent.protocol import folder_prompt, tool_schemas
 from medscope.config import write_run_config
 from medscope.suite.records import Sample, Trajectory, read_jsonl
@@ -118,9 +125,9 @@ def _mask_turns(mask: Any, untrained: Sequence[bool]) -> None:
             mask[start:end] = 0
 
 
-def load_rows(config: SFTStageConfig, prompt: str) -> list[dict[str, Any]]:
+def load_rows(config: SFTStageConfig, prompt: str, geometry: Geometry | None = None) -> list[dict[str, Any]]:
     """The stage's conversations: samples (stage 1) or trajectories (stage 2), replayed on their videos, behind the
-    system prompt ``prompt`` (the one the model is trained with)."""
+    system prompt ``prompt`` (the one the model is trained with), frames fitted to ``geometry`` (the processor's)."""
     kind: Literal["sample", "trajectory"] = "sample" if config.stage == 1 else "trajectory"
     records: list[Sample | Trajectory] = []
     for record in read_jsonl(config.data, kind):
@@ -129,7 +136,8 @@ def load_rows(config: SFTStageConfig, prompt: str) -> list[dict[str, Any]]:
         records.append(record)
     if not records:
         raise ValueError(f"{config.data} holds no {kind} records")
-    return sft_rows(records, config.agent, stage=config.stage, repair=config.repair, prompt=prompt)
+    fit = None if geometry is None else partial(fit_image, geometry=geometry)
+    return sft_rows(records, config.agent, stage=config.stage, repair=config.repair, prompt=prompt, fit=fit)
 
 
 def frames_dataset(rows: Sequence[dict[str, Any]]) -> Any:
@@ -184,9 +192,9 @@ def main(config: SFTStageConfig) -> Path:
     source, out = Path(config.model), Path(config.out)
     write_run_config(config, out)
     prompt = folder_prompt(source)  # rows and collator render the one prompt the model's config names
-    dataset = frames_dataset(load_rows(config, prompt))
-    model = AutoModelForImageTextToText.from_pretrained(source, local_files_only=True, dtype="auto")
     processor = load_processor(source)
+    dataset = frames_dataset(load_rows(config, prompt, image_geometry(processor)))
+    model = AutoModelForImageTextToText.from_pretrained(source, local_files_only=True, dtype="auto")
     on_gpu = torch.cuda.is_available()
     args = SFTConfig(
         output_dir=str(out),

@@ -16,8 +16,33 @@ from pathlib import Path
 from typing import Any
 
 import transformers
+from PIL import Image
 from transformers import ProcessorMixin
 from transformers.utils import is_torchvision_available
+
+from medscope.agent.backends.openai import smart_resize
+
+Geometry = tuple[int, int, int]  # (side factor, min pixels, max pixels): what ``smart_resize`` needs
+
+
+def image_geometry(processor: Any) -> Geometry | None:
+    """How ``processor`` resizes an image (a Qwen-VL image processor: patch × merge factor, pixel bounds), or None
+    for a processor that does not say."""
+    images: Any = getattr(processor, "image_processor", None)
+    try:
+        return (int(images.patch_size * images.merge_size), int(images.size.shortest_edge),
+                int(images.size.longest_edge))
+    except (AttributeError, TypeError):
+        return None
+
+
+def fit_image(image: Image.Image, geometry: Geometry) -> Image.Image:
+    """``image`` at the size the processor will resize it to, resized as it would (bicubic): the model gets the
+    same pixels, and a stored frame is as small as the model's (the tiny model's 128×64, a sixth of the tools'
+    258×193)."""
+    factor, low, high = geometry
+    height, width = smart_resize(image.height, image.width, factor=factor, min_pixels=low, max_pixels=high)
+    return image if image.size == (width, height) else image.resize((width, height), Image.Resampling.BICUBIC)
 
 
 @cache

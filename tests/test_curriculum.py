@@ -1,6 +1,6 @@
 """The pointer curriculum: rows whose answers are labels the row shows, first-turn rows as the agent renders its
-first turn, the exact-match criterion, and a real two-process (gloo) run of every kind of stage that resumes from
-its last finished stage."""
+first turn, the exact-match criterion, the see stage's frame classifier, and a real two-process (gloo) run of every
+kind of stage that resumes from its last finished stage."""
 
 from __future__ import annotations
 
@@ -33,8 +33,10 @@ from medscope.train.curriculum import (
     look_row,
     main,
     pointer_row,
+    see_frames,
 )
 from medscope.train.data import system_message, trajectory_messages
+from medscope.train.see import FrameHead
 from medscope.video.source import VideoSource
 from medscope.video.synthclin import SynthClinVideo
 from medscope.video.tools import VideoTools
@@ -78,6 +80,47 @@ def test_look_rows_name_the_event_and_the_phase() -> None:
     answers = {message_text(look_row(video, rng)[1]) for _ in range(200)}
     assert "<answer>bleeding; dissection phase</answer>" in answers
     assert f"<answer>{NOTHING}; preparation phase</answer>" in answers
+
+
+def test_see_frames_are_labelled_as_look_rows_name_them() -> None:
+    video = _video()
+    frames = see_frames([video], random.Random(1), 400)
+    events = [event for _, event, _ in frames]
+    assert 100 < sum(event == "bleeding" or event == "smoke" for event in events) < 300  # half of them events
+    assert {phase for _, _, phase in frames} == {"preparation phase", "dissection phase"}
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_see_head_teaches_the_vision_tower_alone(tmp_path: Path) -> None:
+    """A real vision tower learns to tell frames apart by what they show; the language model is not touched."""
+    from transformers import AutoModelForImageTextToText
+
+    from medscope.train import tiny
+
+    processor = _processor("[12.5s] nothing")
+    tiny.save_tiny(tiny.build_tiny_model("qwen3_vl", processor.tokenizer, hidden_size=32, layers=1, vision_hidden=16),
+                   processor, tmp_path)
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path, local_files_only=True)
+    torch.manual_seed(0)
+    head = FrameHead(model, [NOTHING, "bleeding"], ["preparation phase", "dissection phase"])
+    plain, blot = Image.new("RGB", (64, 48), (200, 140, 120)), Image.new("RGB", (64, 48), (200, 140, 120))
+    blot.paste((150, 0, 0), (8, 8, 40, 40))
+    frames = [(plain, NOTHING, "preparation phase"), (blot, "bleeding", "preparation phase"),
+              (plain, NOTHING, "dissection phase"), (blot, "bleeding", "dissection phase")]
+    # Trained on the first two (one phase), it tells the event apart and calls every frame that phase.
+    text_before = {n: p.detach().clone() for n, p in model.named_parameters() if "visual" not in n}
+    visual_before = {n: p.detach().clone() for n, p in model.named_parameters() if "visual" in n}
+    optimizer = torch.optim.AdamW(list(model.parameters()) + head.parameters(), lr=1e-2)
+    first = head.loss(model, processor, frames[:2]).item()
+    for _ in range(30):
+        head.loss(model, processor, frames[:2]).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert head.loss(model, processor, frames[:2]).item() < first / 4
+    assert head.right(model, processor, frames[:2]) == [True, True]
+    assert head.right(model, processor, frames) == [True, True, False, False]
+    assert all(torch.equal(p, text_before[n]) for n, p in model.named_parameters() if "visual" not in n)
+    assert any(not torch.equal(p, visual_before[n]) for n, p in model.named_parameters() if "visual" in n)
 
 
 def test_exact_match_needs_every_answer_token() -> None:
@@ -192,24 +235,26 @@ def test_two_processes_run_every_stage_and_resume(synth_video: SynthClinVideo, t
                                vocab_size=400, chat_template=tiny.load_chat_template("qwen3_vl"))
     tiny.save_tiny(tiny.build_tiny_model("qwen3_vl", tok, hidden_size=32, layers=1, vision_hidden=16),
                    tiny.build_processor("qwen3_vl", tok, max_pixels=64 * 48), tmp_path / "init")
-    stages = (Stage("copy", 4, 3), Stage("look", 1, 2), Stage("point", 4, 3, hint_fade=2), Stage("first", 16, 2))
+    stages = (Stage("copy", 4, 3), Stage("see", 4, 2, criterion=1.01), Stage("look", 1, 2),
+              Stage("point", 4, 3, hint_fade=2), Stage("first", 16, 2))
     config = CurriculumConfig(videos=str(videos), model=str(tmp_path / "init"), out=str(tmp_path / "out"),
                               trajectories=(str(tmp_path / "trajectories.jsonl"),), batch_size=4, processes=2,
                               check_every=2, check_rows=4)
     report = main(config, stages[:2])
-    assert [s["name"] for s in report["stages"]] == ["0-copy4", "1-look1"]
+    assert [s["name"] for s in report["stages"]] == ["0-copy4", "1-see4"]
     assert [c["step"] for c in report["stages"][0]["curve"]] == [2, 3]  # checked every 2 steps and at the end
-    before = (tmp_path / "out" / "stages" / "1-look1" / "model.safetensors").stat().st_mtime_ns
+    assert [c["step"] for c in report["stages"][1]["curve"]] == [2]  # the see stage is checked like the others
+    before = (tmp_path / "out" / "stages" / "1-see4" / "model.safetensors").stat().st_mtime_ns
     # The first two are done: only the others run, from the second's model (in this process: resuming does not
     # depend on how the stages before ran).
     report = main(dataclasses.replace(config, processes=1, batch_size=2, threads=2), stages)
     assert torch.get_num_threads() == 1  # its two threads were its own: the caller keeps its one
-    assert [s["name"] for s in report["stages"]] == ["0-copy4", "1-look1", "2-point4", "3-first16"]
-    assert (tmp_path / "out" / "stages" / "1-look1" / "model.safetensors").stat().st_mtime_ns == before
+    assert [s["name"] for s in report["stages"]] == ["0-copy4", "1-see4", "2-look1", "3-point4", "4-first16"]
+    assert (tmp_path / "out" / "stages" / "1-see4" / "model.safetensors").stat().st_mtime_ns == before
     assert (tmp_path / "out" / "model.safetensors").is_file()
-    assert 0.0 <= report["stages"][2]["curve"][-1]["listed"] <= 1.0  # pointing is judged on decoded answers
+    assert 0.0 <= report["stages"][3]["curve"][-1]["listed"] <= 1.0  # pointing is judged on decoded answers
     saved = json.loads((tmp_path / "out" / "curriculum.json").read_text())
-    assert len(saved["stages"]) == 4 and report["stages"][3]["steps"] == 2
+    assert len(saved["stages"]) == 5 and report["stages"][4]["steps"] == 2
 
 
 def test_videos_load_alike_in_one_or_two_processes(synth_video: SynthClinVideo, tmp_path: Path) -> None:

@@ -8,10 +8,12 @@ a step count (the skill appears at a different point in each run):
 1. ``copy``: a question, then timestamp labels with a word saying what each frame shows and no image; the
    answer is the window from the first label that shows it to the label after the last. A text copy, few
    items first.
-2. ``look``: one frame → what it shows and the phase (perception, a short warm-up).
-3. ``point``: the same question over real frames, whose words fade out over the first steps, few frames
+2. ``see``: the vision tower alone learns each frame's event and phase, through a linear head thrown away after
+   (``medscope.train.see``): perception, where it is cheap to learn.
+3. ``look``: one frame → what it shows and the phase, in words (perception, a short warm-up).
+4. ``point``: the same question over real frames, whose words fade out over the first steps, few frames
    first. Questions ask for an event (a few seconds) or a phase (its span), as a crop does in an episode.
-4. ``first``: the first turn of the training episodes: the system prompt the model carries, the question and
+5. ``first``: the first turn of the training episodes: the system prompt the model carries, the question and
    the overview as the agent shows them, then what the policy wrote first (``--trajectories``: the teacher's, and
    the fair baseline's uniform policy's as often, so that both models start from one checkpoint that saw both
    formats equally). Pointing learnt with bare answers did not carry over to the protocol: SFT straight after
@@ -71,24 +73,27 @@ NOTHING = "nothing"
 
 @dataclass(frozen=True)
 class Stage:
-    kind: str  # copy | look | point | first
-    frames: int  # frames (labels) per row (first: the agent's overview; each row shows what its episode showed)
+    kind: str  # copy | see | look | point | first
+    frames: int  # frames (labels) per row (first: the agent's overview; each row shows what its episode showed;
+    # see: frames per step, each a row of its own)
     max_steps: int
     hint_fade: int = 0  # point: steps over which the words next to the frames fade out (0: no words)
+    criterion: float | None = None  # the score that ends the stage, where not the run's (CurriculumConfig.criterion)
 
 
 # The stages of the tiny recipe, from the measured diagnosis: few items before many, text before images. The
 # caps keep the recipe within the hour: a first step (half of its rows the baseline's 36 uniform frames) takes
-# 1.0 s with two threads, a point16 step 0.5 s, a copy step 0.08-0.12 s.
+# 1.0 s with two threads, a point16 step 0.5 s, a copy step 0.08-0.12 s, a see step 0.05 s. ``see`` runs to a
+# higher bar than the others: its steps are cheap and every later stage reads what it learns.
 TINY_STAGES: tuple[Stage, ...] = (
     Stage("copy", 4, 2200), Stage("copy", 8, 1500),
-    Stage("look", 1, 600),
+    Stage("see", 32, 1500, criterion=0.95), Stage("look", 1, 600),
     Stage("point", 4, 1000, hint_fade=600), Stage("point", 8, 800, hint_fade=200), Stage("point", 16, 200),
     Stage("first", 16, 350),
 )
 # Each kind of stage once, a few steps: checks the code path end to end.
-SMOKE_STAGES: tuple[Stage, ...] = (Stage("copy", 4, 2), Stage("look", 1, 2), Stage("point", 4, 2, hint_fade=1),
-                                   Stage("first", 16, 2))
+SMOKE_STAGES: tuple[Stage, ...] = (Stage("copy", 4, 2), Stage("see", 4, 2), Stage("look", 1, 2),
+                                   Stage("point", 4, 2, hint_fade=1), Stage("first", 16, 2))
 STAGES = {"tiny": TINY_STAGES, "smoke": SMOKE_STAGES}
 
 
@@ -217,18 +222,32 @@ def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float,
     return [{"role": "user", "content": parts}, {"role": "assistant", "content": [text_part(answer)]}]
 
 
-def look_row(video: _Video, rng: random.Random) -> list[Message]:
-    """One frame → what it shows and its phase (an event frame half the time: events are rare)."""
+def _look_at(video: _Video, rng: random.Random) -> int:
+    """The index of a frame to name: an event frame half the time (events are rare), else any frame."""
     if video.events and rng.random() < 0.5:
         _, start, end = rng.choice(video.events)
-        index = _nearest(video.times, rng.uniform(start, end))
-    else:
-        index = rng.randrange(len(video.times))
+        return _nearest(video.times, rng.uniform(start, end))
+    return rng.randrange(len(video.times))
+
+
+def look_row(video: _Video, rng: random.Random) -> list[Message]:
+    """One frame → what it shows and its phase."""
+    index = _look_at(video, rng)
     t = video.times[index]
     parts = [text_part(question_text("What does this frame show, and in which phase?")),
              text_part(format_seconds(t)), image_part(video.images[index])]
     answer = f"<answer>{video.shows(t)}; {video.phase(t)}</answer>"
     return [{"role": "user", "content": parts}, {"role": "assistant", "content": [text_part(answer)]}]
+
+
+def see_frames(videos: Sequence[_Video], rng: random.Random, n: int) -> list[tuple[Image.Image, str, str]]:
+    """``n`` frames of a see stage, drawn as ``look_row`` draws its frame: (image, what it shows, its phase)."""
+    frames = []
+    for _ in range(n):
+        video = rng.choice(videos)
+        index = _look_at(video, rng)
+        frames.append((video.images[index], video.shows(video.times[index]), video.phase(video.times[index])))
+    return frames
 
 
 def first_row(trajectory: Trajectory, video: _Video, system: Message | None = None) -> list[Message]:
@@ -328,6 +347,7 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
     from medscope.agent.backends.processors import load_processor
     from medscope.agent.loop import AgentConfig
     from medscope.train.data import system_message, to_row
+    from medscope.train.see import FrameHead
     from medscope.train.sft import AgentSFTCollator, save_model
 
     torch.set_num_threads(config.threads)
@@ -371,34 +391,48 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
         torch.manual_seed(config.seed + number)
         rng = random.Random(f"{config.seed}/train/{name}/{rank}")
         check_rng = random.Random(f"{config.seed}/check/{name}")
+        see = stage.kind == "see"
+        # A see stage's head knows every label of the videos (the same list in every process) and is dropped after.
+        head = FrameHead(model, [NOTHING, *sorted({e for v in videos for e, _, _ in v.events})],
+                         sorted({p for v in videos for p, _, _ in v.phases})) if see else None
         check_messages = [draw(stage, check_videos, check_rng, config.spacing, stage.max_steps, firsts[1])
-                          for _ in range(config.check_rows)] if rank == 0 else []
+                          for _ in range(config.check_rows)] if rank == 0 and not see else []
+        check_frames = see_frames(check_videos, check_rng, config.check_rows) if rank == 0 and see else []
         checks = [to_row(messages) for messages in check_messages]
         stage_collate = first_collate if stage.kind == "first" else collate
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+        trained = list(model.parameters()) + (head.parameters() if head else [])
+        optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=0.0)
+        criterion = config.criterion if stage.criterion is None else stage.criterion
         started, curve, step = time.monotonic(), [], 0
         model.train()
         while step < stage.max_steps:
-            batch = stage_collate([to_row(draw(stage, train_videos, rng, config.spacing, step, firsts[0]))
-                             for _ in range(rows_per_step)])
             for group in optimizer.param_groups:  # a short warm-up: Adam's first steps are large
                 group["lr"] = config.lr * min(1.0, (step + 1) / 50)
-            loss = model(**batch).loss
+            if head:
+                loss = head.loss(model, processor, see_frames(train_videos, rng, stage.frames // world))
+            else:
+                batch = stage_collate([to_row(draw(stage, train_videos, rng, config.spacing, step, firsts[0]))
+                                       for _ in range(rows_per_step)])
+                loss = model(**batch).loss
             loss.backward()
             loss = loss.detach()
             if world > 1:
-                for param in model.parameters():
+                for param in trained:
                     if param.grad is not None:
                         dist.all_reduce(param.grad)
                         param.grad /= world
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimizer.step()
             optimizer.zero_grad()
             step += 1
             if step % config.check_every == 0 or step == stage.max_steps:
                 stop = torch.zeros(1)
                 if rank == 0:
-                    exact = _check(model, stage_collate, checks, config.batch_size)
+                    if head:  # both the event and the phase of a frame
+                        model.eval()
+                        exact = sum(head.right(model, processor, check_frames)) / len(check_frames)
+                    else:
+                        exact = _check(model, stage_collate, checks, config.batch_size)
                     decode = stage.kind == "point" and (step % config.listed_every == 0 or step == stage.max_steps)
                     point = {"listed": round(listed(model, processor, check_messages), 3)} if decode else {}
                     curve.append({"step": step, "loss": round(loss.item(), 4), "exact": round(exact, 3), **point})
@@ -409,7 +443,7 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
                     # once the answers are windows between labels of the row (the skill the next stages build on)
                     # and, with faded words, once they are gone.
                     score = point.get("listed", 0.0) if stage.kind == "point" else exact  # 0 between decodes
-                    stop[0] = float(score >= config.criterion and step >= stage.hint_fade)
+                    stop[0] = float(score >= criterion and step >= stage.hint_fade)
                     model.train()
                 if world > 1:
                     dist.broadcast(stop, 0)

@@ -75,6 +75,24 @@ def test_pointer_answers_are_the_labels_around_what_shows_it(images: bool) -> No
         assert len(row[0]["content"]) == 1 + len(times) * (2 if images else 1)
 
 
+@pytest.mark.parametrize("images", [False, True])
+def test_absent_rows_ask_for_an_event_no_frame_shows(images: bool) -> None:
+    video, rng, answers = _video(), random.Random(3), []
+    while len(answers) < 200:
+        row = pointer_row(video, 8, rng, (0.5, 4.0), images=images, hint=0.5, absent=0.5)
+        if row is None:
+            continue
+        user, answer = message_text(row[0]), message_text(row[1])
+        answers.append(answer)
+        if answer != f"<answer>{NOTHING}</answer>":
+            continue
+        label = re.search(r"When does (.+?) happen\?", user).group(1)
+        times = [float(t) for t, _ in _STAMP.findall(user)]
+        assert len(times) >= 2 and not any(e == label and s <= t < f for t in times for e, s, f in video.events)
+        assert all((word or "").strip() in ("", NOTHING) for _, word in _STAMP.findall(user))
+    assert 60 < answers.count(f"<answer>{NOTHING}</answer>") < 140  # about half of the rows
+
+
 def test_look_rows_name_the_event_and_the_phase() -> None:
     video, rng = _video(), random.Random(1)
     answers = {message_text(look_row(video, rng)[1]) for _ in range(200)}
@@ -164,6 +182,11 @@ def test_listed_wants_a_window_between_labels_of_the_row() -> None:
              f"<answer>[{a}, {times[3] + 0.25}]</answer>"]  # a time no frame has
     said = _Says(texts)
     assert [listed(said, said, [row]) for _ in texts] == [1.0, 0.0, 0.0, 0.0]
+    none = None
+    while none is None or message_text(none[1]) != f"<answer>{NOTHING}</answer>":
+        none = pointer_row(video, 8, rng, (0.5, 4.0), images=False, hint=0.0, absent=1.0)
+    said = _Says([f"<answer>{NOTHING}</answer>", f"<answer>[{a}, {b}]</answer>"])
+    assert [listed(said, said, [none]) for _ in range(2)] == [1.0, 0.0]  # where nothing shows it, it must say so
 
 
 def _teacher_trajectory(synth_video: SynthClinVideo) -> Trajectory:

@@ -33,7 +33,8 @@ the stage's model said "no frame shows it yet" to nearly every validation overvi
 event for 0, 0 and 1 of the 28 that do, over three data seeds); trained with it, for 5, 13 and 17 (and wrongly
 for 1, 4 and 14 of 37), as the teacher says it for 28 of 65. Frames come from the training videos only, decoded
 once; a tenth of the videos are kept aside to measure the criterion (exact match of every answer token under
-teacher forcing, which is what greedy decoding writes). Nothing here reads the held-out videos.
+teacher forcing, which is what greedy decoding writes; for ``see``, the head's event and phase both right).
+Nothing here reads the held-out videos.
 """
 
 from __future__ import annotations

@@ -436,7 +436,7 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
             for group in optimizer.param_groups:  # a short warm-up: Adam's first steps are large
                 group["lr"] = config.lr * min(1.0, (step + 1) / 50)
             if head:
-                loss = head.loss(model, processor, see_frames(train_videos, rng, stage.frames // world))
+                loss = head.loss(model, processor, see_frames(train_videos, rng, max(1, stage.frames // world)))
             else:
                 batch = stage_collate([to_row(draw(stage, train_videos, rng, config.spacing, step, firsts[0]))
                                        for _ in range(rows_per_step)])

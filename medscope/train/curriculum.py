@@ -201,24 +201,8 @@ def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float,
     from the first label that shows it to the label after the last. With probability ``absent`` the window is
     anywhere and the asked event must show in none of its frames: the answer is ``nothing``. None when the draw
     fails (draw again)."""
-    if video.events and rng.random() < absent:
-        label = rng.choice(video.events)[0]
-        gap = rng.uniform(*spacing)
-        lo = rng.uniform(0.0, max(0.0, video.times[-1] - gap * n))
-        picked = sorted({_nearest(video.times, lo + (j + 0.5) * gap) for j in range(n)})
-        times = [video.times[i] for i in picked]
-        if len(times) < 2 or any(e == label and shows(t, (s, f)) for t in times for e, s, f in video.events):
-            return None
-        parts = [text_part(question_text(f"When does {label} happen? Answer with the time window(s) in seconds.")
-                           + "\nFrames:")]
-        words = rng.random() < hint
-        for index, t in zip(picked, times, strict=True):
-            parts.append(text_part(format_seconds(t) + (f" {NOTHING}" if words or not images else "")))
-            if images:
-                parts.append(image_part(video.images[index]))
-        return [{"role": "user", "content": parts},
-                {"role": "assistant", "content": [text_part(f"<answer>{NOTHING}</answer>")]}]
-    if video.events and rng.random() < 0.7:
+    missing = bool(video.events) and rng.random() < absent
+    if missing or (video.events and rng.random() < 0.7):
         label, start, end = rng.choice(video.events)
         question = f"When does {label} happen? Answer with the time window(s) in seconds."
     else:
@@ -227,24 +211,31 @@ def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float,
     gap = rng.uniform(*spacing)
     width = gap * n
     duration = video.times[-1]
-    lo = rng.uniform(max(0.0, start - width + gap), min(end, max(0.0, duration - width)))
+    if missing:  # anywhere; every time the event happens counts, none may show
+        lo = rng.uniform(0.0, max(0.0, duration - width))
+        spans = [(s, e) for name, s, e in video.events if name == label]
+    else:
+        lo = rng.uniform(max(0.0, start - width + gap), min(end, max(0.0, duration - width)))
+        spans = [(start, end)]
     picked = sorted({_nearest(video.times, lo + (j + 0.5) * gap) for j in range(n)})
     times = [video.times[i] for i in picked]
-    hits = [t for t in times if shows(t, (start, end))]
-    if not hits or len(times) < 2:
+    hits = [t for t in times if any(shows(t, span) for span in spans)]
+    if len(times) < 2 or bool(hits) == missing:
         return None
     parts = [text_part(question_text(question) + "\nFrames:")]
     words = rng.random() < hint
     for index, t in zip(picked, times, strict=True):
         label_text = format_seconds(t)
         if words or not images:
-            shown = label if shows(t, (start, end)) else NOTHING
-            label_text += f" {shown}"
+            label_text += f" {label if t in hits else NOTHING}"
         parts.append(text_part(label_text))
         if images:
             parts.append(image_part(video.images[index]))
-    a, b = bracket(times, hits, (times[0], times[-1]))  # what the teacher writes
-    answer = f"<answer>[{format_time(a)}, {format_time(b)}]</answer>"
+    if missing:
+        answer = f"<answer>{NOTHING}</answer>"
+    else:
+        a, b = bracket(times, hits, (times[0], times[-1]))  # what the teacher writes
+        answer = f"<answer>[{format_time(a)}, {format_time(b)}]</answer>"
     return [{"role": "user", "content": parts}, {"role": "assistant", "content": [text_part(answer)]}]
 
 

@@ -4,10 +4,12 @@ card, and a rerun resumes (skips) every finished stage."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from medscope.train.pipeline import PipelineConfig, main
 
@@ -31,6 +33,7 @@ def test_train_all_smoke_runs_every_stage_then_resumes(tmp_path: Path, capfd: py
     card = (shipped / "README.md").read_text()
     assert "medscope train all --preset smoke" in card and results.strip() in card
     assert "`grpo`" in card and "optimizer steps" in card and "`curriculum`" in card
+    assert f"{os.cpu_count()} cores, torch kernels {torch.backends.cpu.get_cpu_capability()}" in card  # what timed it
     assert not list(shipped.glob("checkpoint-*"))
     from PIL import Image
 

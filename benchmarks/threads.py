@@ -24,6 +24,7 @@ import torch
 from medscope.agent.backends import BackendOptions, make_backend
 from medscope.agent.loop import AgentConfig, run_episode
 from medscope.io import write_text_atomic
+from medscope.train.card import cpu_description
 from medscope.video.synthclin import SynthClinConfig, generate
 
 HERE = Path(__file__).parent
@@ -78,7 +79,8 @@ def main() -> None:
         idle, busy = (statistics.median(times[f"{name}|{load}"]) for load in ("idle", "busy"))
         rows.append({"setting": name, "idle_s_per_question": round(idle, 3), "busy_s_per_question": round(busy, 3)})
     new, old = rows
-    result = {"machine": {"cores": cores, "platform": platform.platform(), "torch": torch.__version__},
+    result = {"machine": {"cores": cores, "platform": platform.platform(), "torch": torch.__version__,
+                          "cpu": cpu_description()},
               "rounds": args.rounds, "questions": len(QUESTIONS), "rows": rows,
               "speedup_idle": round(old["idle_s_per_question"] / new["idle_s_per_question"], 2),
               "speedup_busy": round(old["busy_s_per_question"] / new["busy_s_per_question"], 2)}

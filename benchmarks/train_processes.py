@@ -23,6 +23,7 @@ from typing import Any
 
 from medscope.io import write_text_atomic
 from medscope.train import tiny
+from medscope.train.card import cpu_description
 from medscope.train.curriculum import CurriculumConfig, Stage
 from medscope.train.curriculum import main as curriculum
 from medscope.train.pipeline import PRESETS
@@ -79,7 +80,8 @@ def main() -> None:
     for row in rows:
         print(f"| {row['condition']} | {row['seconds']:.1f} | {row['steps_per_second']:.2f} | "
               f"{row['speed_vs_one_thread']:.2f}x |")
-    result = {"machine": {"cpus": cores, "platform": platform.platform()}, "steps": args.steps, "rows": rows}
+    machine = {"cpus": cores, "platform": platform.platform(), "cpu": cpu_description()}
+    result = {"machine": machine, "steps": args.steps, "rows": rows}
     write_text_atomic(Path(args.out) / "train_processes.json", json.dumps(result, indent=2) + "\n")
 
 

@@ -44,8 +44,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         # short one, 0.78 with none).
         "model": {"arch": "qwen3_vl", "hidden_size": 128, "layers": 4, "vision_hidden": 64, "vision_layers": 2,
                   "vocab_size": 1000, "max_pixels": 128 * 96, "rope_theta": 1e4, "prompt": "short"},
-        # Measured (benchmarks/train_processes.py): a curriculum step on 2 cores is 1.48x faster with 2 torch threads
-        # in one process than with 1, and 1.16x with 2 data-parallel processes; it mostly runs alone.
+        # Measured (benchmarks/train_processes.py): a curriculum step on 2 cores is 1.48x (1.56x on an AVX2-only CPU)
+        # faster with 2 torch threads in one process than with 1, and 1.16x (1.50x) with 2 data-parallel processes;
+        # it mostly runs alone.
         "curriculum": {"stages": "tiny", "lr": 2e-3, "batch_size": 8, "processes": 1, "threads": 2},
         # Many videos, each seen once: 4 epochs over 100 videos' trajectories fit them (token accuracy 0.92) and
         # opened unseen videos with remembered numbers. After the curriculum's first-turn stage the loss starts at

@@ -502,10 +502,10 @@ def listed(model: Any, processor: Any, rows: Sequence[Sequence[Message]], max_ne
                                                    return_dict=True, return_tensors="pt")
             output = model.generate(**prompt, max_new_tokens=max_new_tokens, do_sample=False)
             text = processor.tokenizer.decode(output[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
-            labels = {part["text"].split("]")[0] + "]" for part in row[0]["content"] if part["type"] == "text"}
             if NOTHING in message_text(row[-1]):  # no frame shows it: right when it says so
                 hits += f"<answer>{NOTHING}</answer>" in text
                 continue
+            labels = {part["text"].split("]")[0] + "]" for part in row[0]["content"] if part["type"] == "text"}
             match = _WINDOW.search(text)
             if match and all(f"[{x}s]" in labels for x in match.groups()):
                 hits += float(match.group(1)) < float(match.group(2))

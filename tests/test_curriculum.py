@@ -27,15 +27,15 @@ from medscope.train.curriculum import (
     _Video,
     exact_match,
     first_row,
-    first_rows,
     listed,
     load_videos,
     look_row,
     main,
     pointer_row,
     see_frames,
+    turn_rows,
 )
-from medscope.train.data import system_message, trajectory_messages
+from medscope.train.data import UNTRAINED, system_message, trajectory_messages
 from medscope.train.see import FrameHead
 from medscope.video.source import VideoSource
 from medscope.video.synthclin import SynthClinVideo
@@ -226,16 +226,50 @@ def test_first_rows_show_the_first_turn_as_the_agent_renders_it(synth_video: Syn
     write_jsonl(tmp_path / "a.jsonl", [trajectory, trajectory])
     other = dataclasses.replace(trajectory, sample=dataclasses.replace(trajectory.sample, video="elsewhere.mp4"))
     write_jsonl(tmp_path / "b.jsonl", [other])
-    rows = first_rows([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")], [video])
+    rows = turn_rows([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")], [video])
     assert len(rows) == 1 and len(rows[0]) == 2 and message_text(rows[0][0][1]) == trajectory.turns[0]["text"]
     # With the model's system turn, a row opens exactly as its episode's conversation does.
     system = system_message(AgentConfig(), "short")
     with VideoSource(synth_video.video_path) as source:
         episode = trajectory_messages(trajectory, source, AgentConfig(), prompt="short")
-    row = first_rows([str(tmp_path / "a.jsonl")], [video], system)[0][0]
+    row = turn_rows([str(tmp_path / "a.jsonl")], [video], system)[0][0]
     assert [m["role"] for m in row] == ["system", "user", "assistant"] and row[0] == episode[0]
     assert message_text(row[0]).startswith("Answer the question about the video.")
     assert [message_text(m) for m in row[1:]] == [message_text(m) for m in episode[1:3]]
+
+
+def test_later_rows_are_the_episode_up_to_each_later_turn(synth_video: SynthClinVideo, tmp_path: Path) -> None:
+    trajectory = _teacher_trajectory(synth_video)
+    assert len(trajectory.turns) >= 2  # a crop, then the answer: a later turn at least
+    shutil.copy(synth_video.video_path, tmp_path / synth_video.video_path.name)
+    shutil.copy(synth_video.annotation_path, tmp_path / synth_video.annotation_path.name)
+    (video,) = load_videos(tmp_path, _processor("[12.5s] nothing"))
+    write_jsonl(tmp_path / "a.jsonl", [trajectory])
+    system = system_message(AgentConfig(), "short")
+    rows = turn_rows([str(tmp_path / "a.jsonl")], [video], system, later=True)[0]
+    with VideoSource(synth_video.video_path) as source:
+        episode = trajectory_messages(trajectory, source, AgentConfig(), prompt="short")
+    assert len(rows) == len(trajectory.turns) - 1
+    for k, row in enumerate(rows, start=1):
+        # The agent's conversation to the policy's k-th later turn: the same words, the tools' frames at the labels.
+        assert [m["role"] for m in row] == [m["role"] for m in episode[:len(row)]] and row[-1]["role"] == "assistant"
+        assert [message_text(m) for m in row] == [message_text(m) for m in episode[:len(row)]]
+        assert message_text(row[-1]) == trajectory.turns[k]["text"]
+        # Only the last turn is trained; the ones before it are context.
+        assert [bool(m.get(UNTRAINED)) for m in row if m["role"] == "assistant"] == [True] * k + [False]
+        shown = [trajectory.overview, *(turn["observation"]["timestamps"] for turn in trajectory.turns[:k])]
+        views = [m for m in row if m["role"] in ("user", "tool")]
+        assert len(views) == len(shown)
+        for message, times in zip(views, shown, strict=True):
+            images = [p["image"] for p in message["content"] if p["type"] == "image"]
+            assert images == [video.images[video.times.index(t)] for t in times]
+    seen = trajectory.turns[0]["observation"]["timestamps"]
+    assert format_seconds(seen[0]) in message_text(rows[0][-2]) and rows[0][-2]["role"] == "tool"
+    # A policy that answers at once (the fair baseline's) gives its one turn.
+    single = dataclasses.replace(trajectory, turns=[{"text": "<answer>[1.0, 2.0]</answer>", "observation": None}])
+    write_jsonl(tmp_path / "b.jsonl", [single])
+    (only,) = turn_rows([str(tmp_path / "b.jsonl")], [video], later=True)[0]
+    assert [m["role"] for m in only] == ["user", "assistant"] and not only[-1].get(UNTRAINED)
 
 
 def test_a_first_stage_without_trajectories_is_refused(tmp_path: Path) -> None:
@@ -259,7 +293,7 @@ def test_two_processes_run_every_stage_and_resume(synth_video: SynthClinVideo, t
     tiny.save_tiny(tiny.build_tiny_model("qwen3_vl", tok, hidden_size=32, layers=1, vision_hidden=16),
                    tiny.build_processor("qwen3_vl", tok, max_pixels=64 * 48), tmp_path / "init")
     stages = (Stage("copy", 4, 3), Stage("see", 4, 2, criterion=1.01), Stage("look", 1, 2),
-              Stage("point", 4, 3, hint_fade=2), Stage("first", 16, 2))
+              Stage("point", 4, 3, hint_fade=2), Stage("first", 16, 2), Stage("then", 8, 2))
     config = CurriculumConfig(videos=str(videos), model=str(tmp_path / "init"), out=str(tmp_path / "out"),
                               trajectories=(str(tmp_path / "trajectories.jsonl"),), batch_size=4, processes=2,
                               check_every=2, check_rows=4)
@@ -272,12 +306,13 @@ def test_two_processes_run_every_stage_and_resume(synth_video: SynthClinVideo, t
     # depend on how the stages before ran).
     report = main(dataclasses.replace(config, processes=1, batch_size=2, threads=2), stages)
     assert torch.get_num_threads() == 1  # its two threads were its own: the caller keeps its one
-    assert [s["name"] for s in report["stages"]] == ["0-copy4", "1-see4", "2-look1", "3-point4", "4-first16"]
+    assert [s["name"] for s in report["stages"]] == ["0-copy4", "1-see4", "2-look1", "3-point4", "4-first16",
+                                                     "5-then8"]
     assert (tmp_path / "out" / "stages" / "1-see4" / "model.safetensors").stat().st_mtime_ns == before
     assert (tmp_path / "out" / "model.safetensors").is_file()
     assert 0.0 <= report["stages"][3]["curve"][-1]["listed"] <= 1.0  # pointing is judged on decoded answers
     saved = json.loads((tmp_path / "out" / "curriculum.json").read_text())
-    assert len(saved["stages"]) == 5 and report["stages"][4]["steps"] == 2
+    assert len(saved["stages"]) == 6 and report["stages"][4]["steps"] == report["stages"][5]["steps"] == 2
 
 
 def test_videos_load_alike_in_one_or_two_processes(synth_video: SynthClinVideo, tmp_path: Path) -> None:

@@ -25,10 +25,16 @@ a step count (the skill appears at a different point in each run):
    ``point`` wrote a first crop whose start is an overview label in 3 of 203 held-out episodes, the same crop for
    every question of a video; after 300 steps of this stage (teacher rows only), 58 of 86 validation first crops
    started at one.
+6. ``then``: the later turns of the same episodes, each row the episode up to one turn after the first (the turns
+   before it context, untrained), the fair baseline's one-turn episodes as often (its answer is its only turn).
+   The second turn is a pointing row in the protocol: after a crop whose frames show the event, crop from the
+   first of them to the label after the last. Pointing learnt in bare rows and a first turn did not carry over to
+   it: after SFT, the model's crop after such a crop began at the first frame showing the event in 0 of 19
+   validation episodes, and began at a label of that crop in 52 of 123 (it copied the crop before).
 
 Rows are single user turns (question first, then the labelled frames, as ``protocol.first_user_message``
 renders them) and a bare ``<answer>[lo, hi]</answer>``: no system prompt, so a row costs tens to hundreds of
-tokens, not two thousand. ``first`` rows are the episode's opening exactly as the agent renders it, system prompt
+tokens, not two thousand. ``first`` and ``then`` rows are the episode exactly as the agent renders it, system prompt
 (and, with the full prompt, the tool schemas) included. Trained without the short prompt, then asked behind it,
 the stage's model said "no frame shows it yet" to nearly every validation overview (it said one shows the asked
 event for 0, 0 and 1 of the 28 that do, over three data seeds); trained with it, for 5, 13 and 17 (and wrongly
@@ -64,23 +70,26 @@ from medscope.agent.protocol import (
     folder_prompt,
     format_seconds,
     format_time,
+    observation_message,
     question_text,
     tool_schemas,
 )
 from medscope.io import write_text_atomic
 from medscope.suite.records import Trajectory, read_jsonl
+from medscope.train.data import UNTRAINED
 from medscope.video.source import Frame, VideoSource
 from medscope.video.tools import Observation, ToolConfig
 
 log = logging.getLogger(__name__)
 
 NOTHING = "nothing"
+EPISODE_KINDS = ("first", "then")  # stages whose rows are turns of the training episodes
 
 
 @dataclass(frozen=True)
 class Stage:
-    kind: str  # copy | see | look | point | first
-    frames: int  # frames (labels) per row (first: the agent's overview; each row shows what its episode showed;
+    kind: str  # copy | see | look | point | first | then
+    frames: int  # frames (labels) per row (first, then: the agent's view; each row shows what its episode showed;
     # see: frames per step, each a row of its own)
     max_steps: int
     hint_fade: int = 0  # point: steps over which the words next to the frames fade out (0: no words)
@@ -101,7 +110,8 @@ TINY_STAGES: tuple[Stage, ...] = (
 )
 # Each kind of stage once, a few steps: checks the code path end to end.
 SMOKE_STAGES: tuple[Stage, ...] = (Stage("copy", 4, 2), Stage("see", 4, 2), Stage("look", 1, 2),
-                                   Stage("point", 4, 2, hint_fade=1), Stage("first", 16, 2))
+                                   Stage("point", 4, 2, hint_fade=1), Stage("first", 16, 2),
+                                   Stage("then", 8, 2))
 STAGES = {"tiny": TINY_STAGES, "smoke": SMOKE_STAGES}
 
 
@@ -267,27 +277,53 @@ def see_frames(videos: Sequence[_Video], rng: random.Random, n: int) -> list[tup
     return frames
 
 
-def first_row(trajectory: Trajectory, video: _Video, system: Message | None = None) -> list[Message]:
-    """The first turn of ``trajectory``'s episode: the system turn ``system`` (the model's prompt), its question
-    and overview frames as the agent shows them (``protocol.first_user_message``), then the policy's first turn."""
+def episode_messages(trajectory: Trajectory, video: _Video, system: Message | None = None) -> list[Message]:
+    """``trajectory``'s whole episode as the agent renders it: the system turn ``system`` (the model's prompt), the
+    question and overview (``protocol.first_user_message``), then each of the policy's turns and what its tool
+    returned (``protocol.observation_message``), with the frames of ``video`` at the times the trajectory recorded."""
     sample = trajectory.sample
-    indices = [_nearest(video.times, t) for t in trajectory.overview]
-    overview = Observation("overview", {"duration": sample.duration},
-                           tuple(Frame(i, video.times[i], video.images[i]) for i in indices))
-    user = first_user_message(sample.question, overview, duration=sample.duration, options=sample.options)
-    head = [system] if system else []
-    return [*head, user, {"role": "assistant", "content": [text_part(trajectory.turns[0]["text"])]}]
+
+    def frames(times: Sequence[float]) -> tuple[Frame, ...]:
+        return tuple(Frame(i, video.times[i], video.images[i]) for i in (_nearest(video.times, t) for t in times))
+
+    overview = Observation("overview", {"duration": sample.duration}, frames(trajectory.overview))
+    messages = [*([system] if system else []),
+                first_user_message(sample.question, overview, duration=sample.duration, options=sample.options)]
+    for turn in trajectory.turns:
+        messages.append({"role": "assistant", "content": [text_part(turn["text"])]})
+        seen = turn.get("observation")
+        if seen:
+            result = Observation(seen["tool"], seen["arguments"], frames(seen["timestamps"]))
+            messages.append(observation_message(result, sample.question, sample.options))
+    return messages
 
 
-def first_rows(paths: Sequence[str], videos: Sequence[_Video],
-               system: Message | None = None) -> list[list[list[Message]]]:
-    """Per trajectories file, the first-turn rows of its trajectories on ``videos`` (files with none left out),
-    each opening with ``system``."""
+def first_row(trajectory: Trajectory, video: _Video, system: Message | None = None) -> list[Message]:
+    """The first turn of ``trajectory``'s episode (``episode_messages`` to the policy's first turn)."""
+    return episode_messages(trajectory, video, system)[: 3 if system else 2]
+
+
+def later_rows(trajectory: Trajectory, video: _Video, system: Message | None = None) -> list[list[Message]]:
+    """A row per turn after the first: the episode up to that turn, the turns before it context only (no loss). An
+    episode of one turn (a policy that calls no tool, the fair baseline's) gives that turn."""
+    messages = episode_messages(trajectory, video, system)
+    turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
+    return [[{**m, UNTRAINED: True} if m["role"] == "assistant" and j < i else m
+             for j, m in enumerate(messages[:i + 1])] for i in turns[1:] or turns]
+
+
+def turn_rows(paths: Sequence[str], videos: Sequence[_Video], system: Message | None = None, *,
+              later: bool = False) -> list[list[list[Message]]]:
+    """Per trajectories file, the rows of its trajectories on ``videos`` (files with none left out), each opening
+    with ``system``: first turns (``first_row``), or with ``later`` the turns after them (``later_rows``)."""
     by_name = {video.name: video for video in videos}
     out = []
     for path in paths:
-        rows = [first_row(t, by_name[Path(t.sample.video).name], system) for t in read_jsonl(path, "trajectory")
-                if Path(t.sample.video).name in by_name and t.overview and t.turns]
+        rows = []
+        for t in read_jsonl(path, "trajectory"):
+            video = by_name.get(Path(t.sample.video).name)
+            if video is not None and t.overview and t.turns:
+                rows += later_rows(t, video, system) if later else [first_row(t, video, system)]
         if rows:
             out.append(rows)
     return out
@@ -303,10 +339,10 @@ def _nearest(times: Sequence[float], t: float) -> int:
 
 
 def draw(stage: Stage, videos: Sequence[_Video], rng: random.Random, spacing: tuple[float, float],
-         step: int, firsts: Sequence[Sequence[list[Message]]] = ()) -> list[Message]:
-    """One row of ``stage``; a first stage's from ``firsts`` (``first_rows``), each file as often."""
-    if stage.kind == "first":
-        return rng.choice(rng.choice(firsts))
+         step: int, episodes: Sequence[Sequence[list[Message]]] = ()) -> list[Message]:
+    """One row of ``stage``; a first or then stage's from ``episodes`` (``turn_rows``), each file as often."""
+    if stage.kind in EPISODE_KINDS:
+        return rng.choice(rng.choice(episodes))
     while True:
         video = rng.choice(videos)
         if stage.kind == "look":
@@ -335,8 +371,8 @@ def main(config: CurriculumConfig, stages: Sequence[Stage] = TINY_STAGES) -> dic
     draws its own rows and the gradients are averaged (gloo), so the weights stay identical."""
     if not config.videos or not config.model or not config.out:
         raise ValueError("the curriculum needs videos, model and out folders")
-    if any(stage.kind == "first" for stage in stages) and not config.trajectories:
-        raise ValueError("a 'first' stage learns the first turns of trajectories: give their trajectories.jsonl "
+    if any(stage.kind in EPISODE_KINDS for stage in stages) and not config.trajectories:
+        raise ValueError("'first' and 'then' stages learn the turns of trajectories: give their trajectories.jsonl "
                          "files (--trajectories, from `medscope suite build` on the same videos)")
     Path(config.out).mkdir(parents=True, exist_ok=True)
     if config.processes == 1:
@@ -389,13 +425,15 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
     videos = load_videos(Path(config.videos), processor, processes=config.threads if world == 1 else 1)
     aside = max(1, len(videos) // 10)  # the criterion is measured on videos never trained on
     train_videos, check_videos = videos[aside:], videos[:aside]
-    firsts: tuple[list[list[list[Message]]], list[list[list[Message]]]] = ([], [])  # rows of first stages
-    prompt = folder_prompt(source)  # first rows open as the model's episodes will, with the prompt it carries
-    if any(stage.kind == "first" for stage in stages):
+    # Per episode kind, the rows of the training videos and of those set aside; they open as the model's episodes
+    # will, with the prompt it carries.
+    episodes: dict[str, tuple[list[list[list[Message]]], list[list[list[Message]]]]] = {}
+    prompt = folder_prompt(source)
+    for kind in sorted({stage.kind for stage in stages} & set(EPISODE_KINDS)):
         system = system_message(AgentConfig(), prompt)
-        firsts = (first_rows(config.trajectories, train_videos, system),
-                  first_rows(config.trajectories, check_videos, system))
-        if len(firsts[0]) < len(config.trajectories) or not firsts[1]:
+        rows = episodes[kind] = (turn_rows(config.trajectories, train_videos, system, later=kind == "then"),
+                                 turn_rows(config.trajectories, check_videos, system, later=kind == "then"))
+        if len(rows[0]) < len(config.trajectories) or not rows[1]:
             raise ValueError(f"{', '.join(config.trajectories)}: each needs trajectories on the videos in "
                              f"{config.videos}, some of them on the tenth set aside (the first by name): build them "
                              "from these videos")
@@ -413,11 +451,12 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
         # A see stage's head knows every label of the videos (the same list in every process) and is dropped after.
         head = FrameHead(model, [NOTHING, *sorted({e for v in videos for e, _, _ in v.events})],
                          sorted({p for v in videos for p, _, _ in v.phases})) if see else None
-        check_messages = [draw(stage, check_videos, check_rng, config.spacing, stage.max_steps, firsts[1])
+        stage_rows = episodes.get(stage.kind, ([], []))
+        check_messages = [draw(stage, check_videos, check_rng, config.spacing, stage.max_steps, stage_rows[1])
                           for _ in range(config.check_rows)] if rank == 0 and not see else []
         check_frames = see_frames(check_videos, check_rng, config.check_rows) if rank == 0 and see else []
         checks = [to_row(messages) for messages in check_messages]
-        stage_collate = first_collate if stage.kind == "first" else collate
+        stage_collate = first_collate if stage.kind in EPISODE_KINDS else collate
         trained = list(model.parameters()) + (head.parameters() if head else [])
         optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=0.0)
         criterion = config.criterion if stage.criterion is None else stage.criterion
@@ -429,7 +468,7 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
             if head:
                 loss = head.loss(model, processor, see_frames(train_videos, rng, max(1, stage.frames // world)))
             else:
-                batch = stage_collate([to_row(draw(stage, train_videos, rng, config.spacing, step, firsts[0]))
+                batch = stage_collate([to_row(draw(stage, train_videos, rng, config.spacing, step, stage_rows[0]))
                                        for _ in range(rows_per_step)])
                 loss = model(**batch).loss
             loss.backward()

@@ -64,6 +64,11 @@ def test_short_answer_accuracy() -> None:
     assert score("upper left", answer="Upper-left", task="grounded_vqa", evidence=[]) == 1.0
     assert score("bleeding near the liver edge", answer="bleeding in the lower right", task="grounded_vqa",
                  evidence=[]) == 0.5  # F1 = 2·(1/5·1/4)/(1/5+1/4) is below 0.5, above 0.25
+    # Full marks need every word of the reference: half of a two-word label is another label.
+    assert score("lower left of the field", answer="lower-left", task="grounded_vqa", evidence=[]) == 1.0
+    assert score("upper-left", answer="lower-left", task="grounded_vqa", evidence=[]) == 0.5  # F1 = 0.5
+    assert score("gallbladder dissection phase", answer="calot triangle dissection phase", task="grounded_vqa",
+                 evidence=[]) == 0.5  # F1 = 4/7
     assert score(None, answer="x", task="grounded_vqa", evidence=[]) == 0.0
     assert score("(B) smoke", answer="B", task="mcq", evidence=[]) == 1.0
     assert score("smoke", answer="B", task="mcq", evidence=[]) == 0.0

@@ -133,8 +133,9 @@ ClinVideoSuite question templates (e.g. "When does bleeding happen? Answer with 
   (vocab {settings["model"]["vocab_size"]}); model `{json.dumps(settings["model"])}`.
 - Stages (wall time on that CPU, threads and processes as in the stage settings below; training curves as mean
   of the first → last 10 logged steps). The curriculum teaches copying timestamp labels, then seeing, then
-  pointing over frames; its last stage, `first`, the first turns of the training episodes of both the teacher and
-  the baseline's uniform policy, as often, so the agent and the fair baseline go on from one checkpoint:
+  pointing over frames; its last stages, `first` and `then`, the first and the later turns of the training episodes
+  of both the teacher and the baseline's uniform policy, as often, so the agent and the fair baseline go on from one
+  checkpoint:
 {curriculum_lines(run)}
 {stage_line(run, "sft", sft)}
 {stage_line(run, "grpo", grpo)}

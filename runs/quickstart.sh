@@ -27,7 +27,7 @@ done
 
 # 4. Training: tokenizer + tiny Qwen3-VL → pointer curriculum → SFT on the teacher's trajectories → GA-GRPO
 #    (+ ablations), beside the fair uniform baseline → eval → the model folder with its card (what medscope
-#    ships as medscope-tiny). About an hour on 2 cores.
+#    ships as medscope-tiny). One to two and a half hours on 2 cores, by CPU.
 "$MEDSCOPE" train all --preset tiny --out "$OUT/train"
 
 # 5. Ask the trained model, and write the clinician's evidence report.

@@ -30,7 +30,8 @@ from typing import Any
 from medscope.eval.folder import read_lines
 from medscope.io import write_text_atomic
 
-# name → the settings of every stage. The tiny preset takes about an hour on a 2-core CPU.
+# name → the settings of every stage. The tiny preset takes about an hour on the 2-core CPUs it was made on, two and
+# a half on an AVX2-only one (docs/medscope-tiny.md, run24).
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         # Lengths vary, so overview timestamps differ between videos; 2 fps and a keyframe every frame, so the

@@ -55,11 +55,11 @@ def _suite_build(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from medscope.eval.runner import EvalConfig, evaluate
+    from medscope.eval.runner import EvalConfig, evaluate, rescore
     from medscope.eval.tables import markdown, write_tables
 
     config = config_from_args(EvalConfig, args)
-    runs = evaluate(config)
+    runs = rescore(config) if config.rescore else evaluate(config)
     summaries = write_tables(runs, config.out)
     print(markdown(summaries))
     print(f"wrote {config.out}/results.jsonl, baseline*.jsonl, tables.md, tables.json, frames_vs_score.png")

@@ -15,7 +15,7 @@ import pytest
 
 from medscope.eval import metrics
 from medscope.eval.folder import read_lines
-from medscope.eval.runner import EvalConfig, evaluate, run_samples
+from medscope.eval.runner import EvalConfig, evaluate, rescore, run_samples
 from medscope.eval.tables import clustered_se, markdown, summarize, write_tables
 from medscope.suite.build import BuildConfig, build
 from medscope.suite.records import read_jsonl
@@ -106,6 +106,32 @@ def test_oracle_beats_uniform_and_reruns_skip(samples_path: Path, tmp_path: Path
     assert (tmp_path / "frames_vs_score.png").stat().st_size > 1000
     again = evaluate(config)  # everything finished: nothing is run or appended twice
     assert [r["id"] for r in again["agent"]] == [r["id"] for r in runs["agent"]]
+
+
+def test_rescore_scores_the_stored_episodes_by_the_current_rules(samples_path: Path, tmp_path: Path) -> None:
+    from medscope.cli import main
+
+    config = EvalConfig(samples=str(samples_path), out=str(tmp_path), backend="oracle")
+    runs = evaluate(config)
+    scored = {run: {r["id"]: dict(r["metrics"]) for r in records} for run, records in runs.items()}
+    # A folder scored under another rule: every stored accuracy off, grounding IoUs gone.
+    for name in ("results.jsonl", "baseline.jsonl"):
+        records = read_lines(tmp_path / name)
+        for record in records:
+            record["metrics"]["accuracy"] = 0.25
+            record["metrics"].pop("iou", None)
+        (tmp_path / name).write_text("".join(json.dumps(record) + "\n" for record in records))
+    assert main(["eval", "--samples", str(samples_path), "--out", str(tmp_path), "--rescore"]) == 0
+    for run, name in (("agent", "results.jsonl"), ("baseline", "baseline.jsonl")):
+        assert {r["id"]: r["metrics"] for r in read_lines(tmp_path / name)} == scored[run]  # no model ran
+    tables = json.loads((tmp_path / "tables.json").read_text())
+    grounding = next(k for k in tables["agent"] if k.startswith("grounding/"))
+    assert tables["agent"][grounding]["mIoU"]["value"] > 80  # the tables are the rescored ones
+    # Other samples than the run's are refused, naming the fix.
+    first = (samples_path.read_text().splitlines()[0]) + "\n"
+    (tmp_path / "other.jsonl").write_text(first)
+    with pytest.raises(ValueError, match="give the run's own --samples"):
+        rescore(EvalConfig(samples=str(tmp_path / "other.jsonl"), out=str(tmp_path), rescore=True))
 
 
 SLOW_RUN = textwrap.dedent("""

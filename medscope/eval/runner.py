@@ -12,6 +12,7 @@ backend (scripted policies get the scripted ``uniform`` policy).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -28,10 +29,10 @@ from medscope.agent.backends.base import BackendError
 from medscope.agent.loop import AgentConfig, run_episode
 from medscope.agent.trace import Episode
 from medscope.eval.answers import read_windows
-from medscope.eval.folder import claim, manifest, read_lines, repair_tail
+from medscope.eval.folder import claim, manifest, read_lines, repair_tail, suite_fingerprint
 from medscope.eval.judge import DIMENSIONS, Judge, JudgeError
 from medscope.eval.metrics import answer_iou, answer_score, set_iou
-from medscope.io import json_line
+from medscope.io import json_line, write_text_atomic
 from medscope.shards import concat_jsonl, parse_shard, read_shards, take
 from medscope.suite.records import Sample, read_jsonl
 from medscope.suite.trajectories import reference_for
@@ -67,6 +68,8 @@ class EvalConfig:
     on_error: str = field(
         default="stop", metadata={"help": "stop | skip: an episode that fails (skip: noted in failures.jsonl)"})
     new: bool = field(default=False, metadata={"help": "start over in --out (earlier results are moved aside)"})
+    rescore: bool = field(default=False, metadata={
+        "help": "run no model: score the episodes already in --out again by the current rules (accuracy, IoU)"})
     shard: str | None = field(
         default=None, metadata={"help": "K/N: this machine's share of the samples (then `medscope merge eval`)"})
     agent: AgentConfig = field(default_factory=AgentConfig)
@@ -250,6 +253,37 @@ def _evaluate(config: EvalConfig, samples: list[Sample], out: Path) -> dict[str,
     elif config.baseline not in (None, "none"):
         raise ValueError(f"--baseline {config.baseline!r}: use uniform or none")
     return results
+
+
+def rescore(config: EvalConfig) -> dict[str, list[dict[str, Any]]]:
+    """The episodes already in ``config.out`` (agent and baselines), their accuracy and grounding IoU computed again
+    by the current rules and written back; no model runs. For folders written before a rule changed (the short-answer
+    rule once gave "upper left" full marks for "lower left"). ``config.samples`` must be the samples of the run."""
+    out = Path(config.out)
+    if not (out / "manifest.json").is_file():
+        raise ValueError(f"{out}: no manifest.json; --rescore scores the results of a `medscope eval` run there")
+    recorded = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    everything = list(read_jsonl(config.samples))
+    if recorded["suite"]["fingerprint"] != suite_fingerprint(everything):
+        raise ValueError(f"{config.samples} are not the samples {out} was evaluated on (the suite fingerprints "
+                         "differ): give the run's own --samples")
+    samples = {sample.id: sample for sample in everything}
+    names = ["results.jsonl", *sorted(path.name for path in out.glob("baseline*.jsonl"))]
+    runs: dict[str, list[dict[str, Any]]] = {}
+    with claim(out, recorded):
+        for name in names:
+            records = read_lines(out / name)
+            for record in records:
+                sample = samples[record["id"]]
+                answer = record["episode"].get("answer")
+                record["metrics"]["accuracy"] = answer_score(answer, answer=sample.answer, task=sample.task,
+                                                             evidence=sample.evidence)
+                if sample.task == "grounding":
+                    record["metrics"]["iou"] = answer_iou(answer, sample.evidence)
+            if records:
+                write_text_atomic(out / name, "".join(json_line(record) for record in records))
+            runs["agent" if name == "results.jsonl" else baseline_run(name)] = records
+    return runs
 
 
 def baseline_file(multiple: float) -> str:

@@ -79,14 +79,20 @@ def sample_metrics(sample: Sample, episode: Episode) -> dict[str, float | None]:
     """Per-sample scores: accuracy (the shared rule), grounding IoU of the answered windows (set IoU with every
     truth window, the rule of ``medscope.eval.metrics``), evidence IoU."""
     metrics: dict[str, float | None] = {
-        "accuracy": answer_score(episode.answer, answer=sample.answer, task=sample.task, evidence=sample.evidence),
         "evidence_iou": set_iou(episode.evidence, sample.evidence) if episode.evidence else 0.0,
         "tool_calls": float(episode.tool_calls),
         "frames_viewed": float(episode.frames_viewed),
         "seconds": episode.seconds,
     }
+    return answer_metrics(sample, episode.answer) | metrics
+
+
+def answer_metrics(sample: Sample, answer: str | None) -> dict[str, float | None]:
+    """The scores of a final answer: accuracy (the shared rule) and, for grounding, the IoU of its windows."""
+    metrics: dict[str, float | None] = {
+        "accuracy": answer_score(answer, answer=sample.answer, task=sample.task, evidence=sample.evidence)}
     if sample.task == "grounding":
-        metrics["iou"] = answer_iou(episode.answer, sample.evidence)
+        metrics["iou"] = answer_iou(answer, sample.evidence)
     return metrics
 
 
@@ -274,12 +280,7 @@ def rescore(config: EvalConfig) -> dict[str, list[dict[str, Any]]]:
         for name in names:
             records = read_lines(out / name)
             for record in records:
-                sample = samples[record["id"]]
-                answer = record["episode"].get("answer")
-                record["metrics"]["accuracy"] = answer_score(answer, answer=sample.answer, task=sample.task,
-                                                             evidence=sample.evidence)
-                if sample.task == "grounding":
-                    record["metrics"]["iou"] = answer_iou(answer, sample.evidence)
+                record["metrics"] |= answer_metrics(samples[record["id"]], record["episode"].get("answer"))
             if records:
                 write_text_atomic(out / name, "".join(json_line(record) for record in records))
             runs["agent" if name == "results.jsonl" else baseline_run(name)] = records

@@ -431,8 +431,8 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
     # will, with the prompt it carries.
     episodes: dict[str, tuple[list[list[list[Message]]], list[list[list[Message]]]]] = {}
     prompt = folder_prompt(source)
+    system = system_message(AgentConfig(), prompt)
     for kind in sorted({stage.kind for stage in stages} & set(EPISODE_KINDS)):
-        system = system_message(AgentConfig(), prompt)
         rows = episodes[kind] = (turn_rows(config.trajectories, train_videos, system, later=kind == "then"),
                                  turn_rows(config.trajectories, check_videos, system, later=kind == "then"))
         if len(rows[0]) < len(config.trajectories) or not rows[1]:

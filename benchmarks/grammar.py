@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from medscope.agent.backends import BackendOptions, make_backend
 from medscope.agent.grammar import TurnFormat
 from medscope.agent.loop import AgentConfig, run_episode
 from medscope.io import write_text_atomic
+from medscope.train.card import cpu_description
 from medscope.video.synthclin import SynthClinConfig, generate
 
 HERE = Path(__file__).parent
@@ -83,7 +83,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "grammar.json", json.dumps({
-        "machine": platform.processor() or platform.machine(), "rounds": args.rounds, "model": "medscope-tiny",
+        "machine": cpu_description(), "rounds": args.rounds, "model": "medscope-tiny",
         "questions": [q for q, _ in QUESTIONS], "videos": [v.name for v in videos], "rows": rows,
         "time_per_token_ratio": ratio}, indent=1) + "\n")
 

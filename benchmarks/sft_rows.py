@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import statistics
 import tempfile
@@ -26,6 +25,7 @@ from medscope.io import write_text_atomic
 from medscope.suite.build import BuildConfig, build
 from medscope.suite.qa import QAConfig
 from medscope.suite.records import read_jsonl
+from medscope.train.card import cpu_description
 from medscope.train.data import sft_rows
 from medscope.train.pipeline import PRESETS
 from medscope.train.sft import frames_dataset
@@ -67,7 +67,7 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in timings.items()}
     default, ours = medians.values()
     result = {"rows": len(data), "frames": frames, "seconds_per_row": medians, "bytes_per_frame": sizes,
-              "speedup": default / ours, "machine": platform.processor() or platform.machine()}
+              "speedup": default / ours, "machine": cpu_description()}
     print(f"{len(data)} rows, {frames} frames ({frames / len(data):.0f} per row)")
     print("| encoding | s per row | bytes per frame |\n|---|---|---|")
     for name, median in medians.items():

@@ -96,6 +96,19 @@ def test_accuracy_reward_is_the_evaluator_rule() -> None:
     assert rewards.accuracy_reward([crop(1, 2)], grounding, CFG) == 0.0
 
 
+def test_grounding_iou_pays_a_tighter_window_more() -> None:
+    grounding = _sample(task="grounding", answer="[40.00, 50.00]")
+    dense = RewardConfig(grounding_iou=True)
+    wide, near = [render_answer("[0, 100]", "t")], [render_answer("[30, 48]", "t")]
+    # The evaluator's rule pays any overlap the same half mark; the IoU tells the wide window from the near one.
+    assert rewards.accuracy_reward(wide, grounding, CFG) == rewards.accuracy_reward(near, grounding, CFG) == 0.5
+    assert rewards.accuracy_reward(wide, grounding, dense) == pytest.approx(0.1)
+    assert rewards.accuracy_reward(near, grounding, dense) == pytest.approx(8 / 20)
+    assert rewards.accuracy_reward([crop(1, 2)], grounding, dense) == 0.0  # no answer
+    # Other tasks keep the evaluator's rule.
+    assert rewards.accuracy_reward([render_answer("lower left", "t")], _sample(), dense) == 0.5
+
+
 def test_total_reward_and_ablation() -> None:
     turns = [crop(40, 50), frame(45), render_answer("upper left", "t")]
     full = total_reward(turns, _sample())

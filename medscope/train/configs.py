@@ -94,6 +94,10 @@ class GRPOStageConfig:
                                         "-1; 0: a coarse crop never scores below a miss, for a policy whose crops "
                                         "rarely reach 0.5)"}
     )
+    grounding_iou: bool = field(
+        default=False, metadata={"help": "R_acc of a grounding answer is its IoU with the truth (dense) instead of "
+                                         "the evaluator's 0 / 0.5 / 1 (which pays any overlap 0.5)"}
+    )
     modulation: bool = field(
         default=True, metadata={"help": "evidence-weighted advantage modulation (--no-modulation: the ablation)"}
     )
@@ -129,4 +133,4 @@ class GRPOStageConfig:
         """The reward settings of this run; h0, Δ and η stay at the paper's values."""
         return RewardConfig(w_acc=self.w_acc, w_fmt=self.w_fmt, w_evi=self.w_evi,
                             evidence_reward=self.evidence_reward, crop_bonus=self.crop_bonus,
-                            coarse_penalty=self.coarse_penalty)
+                            coarse_penalty=self.coarse_penalty, grounding_iou=self.grounding_iou)

@@ -4,7 +4,9 @@ A rollout is the list of assistant turns a policy wrote in one episode (protocol
 function ``(turns, sample, config) -> float``:
 
 - ``accuracy_reward`` R_acc ∈ {0, 0.5, 1}: the evaluator's own ``answer_score`` on the final answer (an LLM
-  judge can replace it through ``medscope.eval.judge``);
+  judge can replace it through ``medscope.eval.judge``); with ``grounding_iou``, a grounding answer's R_acc is its
+  IoU with the truth instead, which pays a tighter window more (the evaluator's rule pays any overlap 0.5, so a
+  window over a whole phase earns as much as one a little off the event);
 - ``format_reward`` R_fmt ∈ {0, 1}: every turn opens with ``<think>``; all turns but the last make exactly one
   valid call to a known tool; the last gives exactly one answer of at most ``max_answer_chars`` (for grounding,
   windows in the protocol's strict form ``[s, e]`` / ``[[s, e], ...]``);
@@ -40,7 +42,7 @@ from medscope.agent.protocol import (
     parse_turn,
     tool_calls,
 )
-from medscope.eval.metrics import answer_score, at_least, best_iou
+from medscope.eval.metrics import answer_iou, answer_score, at_least, best_iou
 from medscope.suite.records import Sample
 from medscope.video.tools import TOOL_ARGUMENTS
 
@@ -58,6 +60,8 @@ class RewardConfig:
     evidence_reward: bool = field(default=True, metadata={"help": "pay R_evi (off: the ablation)"})
     crop_bonus: bool = field(default=True, metadata={"help": "piecewise IoU bonus (off: plain IoU)"})
     max_answer_chars: int = field(default=1000, metadata={"help": "longer answers earn no format reward"})
+    grounding_iou: bool = field(default=False, metadata={"help": "R_acc of a grounding answer is its IoU (off: the "
+                                                                  "evaluator's 0 / 0.5 / 1)"})
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,8 @@ def final_answer(turns: Sequence[str], duration: float) -> FinalAnswer | None:
 
 def accuracy_reward(turns: Sequence[str], sample: Sample, config: RewardConfig) -> float:
     answer = final_answer(turns, sample.duration)
+    if config.grounding_iou and sample.task == "grounding":
+        return answer_iou(answer.answer, sample.evidence) if answer else 0.0
     return answer_score(answer.answer if answer else None, answer=sample.answer, task=sample.task,
                         evidence=sample.evidence)
 

@@ -25,6 +25,7 @@ from medscope.train.curriculum import (
     CurriculumConfig,
     Stage,
     _Video,
+    backward,
     exact_match,
     first_row,
     listed,
@@ -270,6 +271,40 @@ def test_later_rows_are_the_episode_up_to_each_later_turn(synth_video: SynthClin
     write_jsonl(tmp_path / "b.jsonl", [single])
     (only,) = turn_rows([str(tmp_path / "b.jsonl")], [video], later=True)[0]
     assert [m["role"] for m in only] == ["user", "assistant"] and not only[-1].get(UNTRAINED)
+
+
+def test_rows_one_at_a_time_give_the_batch_gradient(synth_video: SynthClinVideo, tmp_path: Path) -> None:
+    """Episode rows of different lengths (a batch pads them and masks attention), through a real tiny Qwen3-VL:
+    one forward and backward per row gives the batch's loss and gradient."""
+    from transformers import AutoModelForImageTextToText
+
+    from medscope.train import tiny
+    from medscope.train.data import to_row
+    from medscope.train.sft import AgentSFTCollator
+
+    trajectory = _teacher_trajectory(synth_video)
+    shutil.copy(synth_video.video_path, tmp_path / synth_video.video_path.name)
+    shutil.copy(synth_video.annotation_path, tmp_path / synth_video.annotation_path.name)
+    processor = _processor("[12.5s] nothing")
+    (video,) = load_videos(tmp_path, processor)
+    write_jsonl(tmp_path / "a.jsonl", [trajectory])
+    episodes = [str(tmp_path / "a.jsonl")]
+    rows = [to_row(row) for later in (False, True) for row in turn_rows(episodes, [video], later=later)[0]]
+    collate = AgentSFTCollator(processor, tools=())
+    assert len({collate([row])["input_ids"].shape[1] for row in rows}) > 1  # the batch pads
+    tiny.save_tiny(tiny.build_tiny_model("qwen3_vl", processor.tokenizer, hidden_size=32, layers=1, vision_hidden=16),
+                   processor, tmp_path / "model")
+    torch.manual_seed(0)
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "model", local_files_only=True)
+    runs = []
+    for one in (False, True):
+        model.zero_grad()
+        loss = backward(model, collate, rows, one_at_a_time=one)
+        runs.append((loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])))
+    (batched, batched_grad), (single, single_grad) = runs
+    assert single == pytest.approx(batched, rel=1e-5)
+    assert batched_grad.abs().sum() > 0
+    assert torch.allclose(single_grad, batched_grad, rtol=1e-3, atol=1e-6)
 
 
 def test_a_first_stage_without_trajectories_is_refused(tmp_path: Path) -> None:

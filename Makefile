@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/sft_rows.py --out benchmarks/results
 	$(PY) benchmarks/policy_ceiling.py --out benchmarks/results
 	$(PY) benchmarks/grammar.py --out benchmarks/results
+	$(PY) benchmarks/episode_rows.py --out benchmarks/results
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check medscope tests benchmarks

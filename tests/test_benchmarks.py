@@ -21,3 +21,14 @@ def test_train_processes_benchmark_times_every_condition(tmp_path: Path) -> None
     conditions = [row["condition"] for row in result["rows"]]
     assert len(conditions) == 3 and conditions[0] == "1 process x 1 thread"
     assert all(row["seconds"] > 0 for row in result["rows"]) and "torch kernels" in result["machine"]["cpu"]
+
+
+@pytest.mark.slow
+def test_episode_rows_benchmark_times_both_ways_alike(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "episode_rows.py"), "--steps", "1", "--rounds", "1",
+                    "--out", str(tmp_path)], check=True, cwd=ROOT, timeout=900)
+    result = json.loads((tmp_path / "episode_rows.json").read_text())
+    assert set(result["stages"]) == {"first", "then"} and "torch kernels" in result["machine"]
+    for stage in result["stages"].values():
+        assert stage["batched_s_per_step"] > 0 and stage["one_at_a_time_s_per_step"] > 0
+        assert stage["max_relative_loss_gap"] < 1e-4  # the same loss both ways

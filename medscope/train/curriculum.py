@@ -100,9 +100,9 @@ class Stage:
 # The stages of the tiny recipe, from the measured diagnosis: few items before many, text before images. The
 # caps keep the recipe within the hour on the machines it was made on: a first step (half of its rows the
 # baseline's 36 uniform frames) takes 1.0 s with two threads, a point16 step 0.5 s, a copy step 0.08-0.12 s, a see
-# step 0.05 s (on an AVX2-only CPU 2-3x as long; a then step there 5.7 s). ``see`` runs to a higher bar than the
-# others: its steps are cheap and every later stage reads what it learns. ``then`` (300 steps) took validation
-# grounding mIoU after GA-GRPO from 3.4 to 6.1 (run24 against run23).
+# step 0.05 s (on an AVX2-only CPU 2-3x as long; a then step there 5.7 s batched, its rows now one at a time: 1.4x
+# as fast). ``see`` runs to a higher bar than the others: its steps are cheap and every later stage reads what it
+# learns. ``then`` (300 steps) took validation grounding mIoU after GA-GRPO from 3.4 to 6.1 (run24 against run23).
 TINY_STAGES: tuple[Stage, ...] = (
     Stage("copy", 4, 2200), Stage("copy", 8, 1500),
     Stage("see", 32, 1500, criterion=0.95), Stage("look", 1, 600),
@@ -558,9 +558,9 @@ def backward(model: Any, collate: Any, rows: Sequence[dict[str, Any]], *, one_at
 
     ``one_at_a_time``: each row is a forward and backward of its own, its summed token loss divided by the trained
     tokens of all the rows: the batch's gradient (to float rounding), without padding or an attention mask, so
-    attention takes its causal path. For episode rows (700-950 tokens, attention most of the step) a step was 1.6x
-    (``then``) and 1.4x (``first``) as fast; for the pointer stages' rows (150-350 tokens) 0.6-0.8x, so those stay
-    batched (2 threads, an AVX2-only CPU)."""
+    attention (most of a step on rows this long, at head size 16) takes its causal path. A ``then`` step was 1.4x
+    and a ``first`` step 1.2x as fast (``benchmarks/episode_rows.py``, 2 threads, an AVX2-only CPU); the pointer
+    stages' rows (150-350 tokens) were 0.6-0.8x as fast one at a time, so those stay batched."""
     import torch
 
     if not one_at_a_time:

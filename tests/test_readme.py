@@ -234,13 +234,14 @@ NOT_RUN: dict[str, str] = {
     "'$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT' --out 'runs/eval/shard$SLURM_ARRAY_TASK_ID'":
         "a vLLM server per node and a SLURM array",
     "medscope merge eval --out runs/eval 'runs/eval/shard*'": "the shards of the SLURM run above",
-    "medscope train all --preset tiny --out runs/tiny": "49 minutes of training on this CPU",
+    "medscope train all --preset tiny --out runs/tiny": "one to two and a half hours of training on a 2-core CPU",
     "medscope train sft --stage 1 --data runs/suite/samples.jsonl --model M --out runs/sft1":
         "M stands for a model folder; `train all --preset smoke` runs this stage on a toy model",
     "medscope train sft --stage 2 --data runs/suite/trajectories.jsonl --model runs/sft1 --out runs/sft2":
         "needs runs/sft1 from the stage-1 example above",
     "medscope train grpo --data runs/suite/samples.jsonl --model runs/sft2 --out runs/grpo '[--no-evidence-reward]' "
-    "'[--no-crop-bonus]' '[--coarse-penalty' '0]' '[--no-modulation]' '[--std-normalise]' '[--kl' '0.04]'":
+    "'[--no-crop-bonus]' '[--coarse-penalty' '0]' '[--grounding-iou]' '[--no-modulation]' '[--std-normalise]' "
+    "'[--kl' '0.04]'":
         "needs runs/sft2 from the stage-2 example above; the bracketed flags are options",
     "accelerate launch --config_file configs/accelerate/zero3.yaml -m medscope.cli train sft --config "
     "configs/recipes/qwen2.5-vl-7b-sft1.yaml": "8 GPUs and Qwen2.5-VL-7B",

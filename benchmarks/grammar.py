@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medscope.agent.backends import BackendOptions, make_backend
+from medscope.agent.backends.base import backend_prompt
 from medscope.agent.grammar import TurnFormat
 from medscope.agent.loop import AgentConfig, run_episode
 from medscope.io import write_text_atomic
@@ -36,6 +37,7 @@ class Timed:
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
+        self.prompt = backend_prompt(backend)  # the loop asks its backend which system prompt the model knows
         self.turns: list[tuple[float, int]] = []
 
     def identity(self) -> dict[str, str]:

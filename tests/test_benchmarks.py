@@ -32,3 +32,13 @@ def test_episode_rows_benchmark_times_both_ways_alike(tmp_path: Path) -> None:
     for stage in result["stages"].values():
         assert stage["batched_s_per_step"] > 0 and stage["one_at_a_time_s_per_step"] > 0
         assert stage["max_relative_loss_gap"] < 1e-4  # the same loss both ways
+
+
+@pytest.mark.slow
+def test_eval_batching_benchmark_compares_the_same_questions(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_batching.py"), "--questions", "4",
+                    "--workers", "1", "2", "--out", str(tmp_path)], check=True, cwd=ROOT, timeout=900)
+    result = json.loads((tmp_path / "eval_batching.json").read_text())
+    assert set(result["rows"]) == {"1", "2"} and result["questions"] == 4
+    assert result["rows"]["2"]["same_episodes"] == 4  # greedy turns decoded together are the turns decoded alone
+    assert 1.0 < result["rows"]["2"]["mean_batch"] <= 2

@@ -198,6 +198,10 @@ RUNS: dict[str, Run] = {
     "medscope eval --samples runs/suite/samples.jsonl --backend oracle --out runs/eval":
         Run(writes=("runs/eval/results.jsonl", "runs/eval/manifest.json", "runs/eval/tables.md"),
             checks=(_results_match_samples("runs/eval/results.jsonl", "runs/suite/samples.jsonl"),)),
+    # the built-in model, 8 episodes at once, their turns decoded together
+    "medscope eval --samples runs/suite/samples.jsonl --backend hf --workers 8 --baseline none --out runs/local":
+        Run(writes=("runs/local/results.jsonl", "runs/local/tables.md"),
+            checks=(_results_match_samples("runs/local/results.jsonl", "runs/suite/samples.jsonl"),)),
     "medscope turns --trajectories runs/suite/trajectories.jsonl --out runs/turns":
         Run(writes=("runs/turns/turns.jsonl", "runs/turns/turns.md")),
     "medscope train all --preset smoke --out runs/smoke":

@@ -9,6 +9,7 @@ A message is ``{"role": "system" | "user" | "assistant" | "tool", "content": [pa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,6 +43,17 @@ class Backend(Protocol):
         """``turn``: what the turn may be (``grammar.TurnFormat``); a backend that can constrain decoding to it does
         (the HF backend), the others write freely and the parser judges the turn."""
         ...
+
+
+@dataclass(frozen=True)
+class Request:
+    """One ``generate`` call's arguments, so that several can be decoded as one batch (``HFBackend.generate_batch``,
+    ``BatchingBackend``)."""
+
+    messages: Sequence[Message]
+    stop: tuple[str, ...] = ()
+    max_new_tokens: int = 512
+    turn: TurnFormat | None = None
 
 
 def backend_prompt(backend: object) -> str:

@@ -1,0 +1,89 @@
+"""Evaluating a local model with concurrent episodes (``medscope eval --backend hf --workers N``): their turns are
+decoded together (``BatchingBackend`` over ``HFBackend.generate_batch``) against one episode at a time, in one run.
+
+medscope-tiny (the built-in model, one torch thread, the tiny preset's 96 tokens a turn) answers the questions of
+a suite built from SynthClin videos made as the tiny preset makes them, none of them trained on. Each condition
+runs the same questions; conditions alternate over the rounds, so drift in the machine's load hits all alike. Per
+condition: seconds per question, the mean batch size, and how many episodes are the same, turn for turn, as one at
+a time (greedy decoding: they should all be). Prints a table and writes ``benchmarks/results/eval_batching.json``.
+Run: ``python benchmarks/eval_batching.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from medscope.agent.backends import BackendOptions
+from medscope.agent.backends.batching import BatchingBackend
+from medscope.agent.loop import AgentConfig
+from medscope.eval.runner import backend_factory, run_samples
+from medscope.io import write_text_atomic
+from medscope.suite.build import BuildConfig, build
+from medscope.suite.records import read_jsonl
+from medscope.train.card import cpu_description
+from medscope.video.synthclin import SynthClinConfig, generate
+
+HERE = Path(__file__).parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 8], help="conditions: concurrent episodes")
+    parser.add_argument("--questions", type=int, default=40, help="questions per condition and round")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating repetitions of the conditions")
+    parser.add_argument("--out", default=str(HERE / "results"), help="where eval_batching.json goes")
+    args = parser.parse_args()
+    lengths = {20_016: 180.0, 20_017: 120.0, 20_018: 240.0, 20_019: 150.0}  # seconds, by SynthClin seed
+    work = Path(tempfile.mkdtemp(prefix="eval_batching_"))
+    samples = []
+    for seed, seconds in lengths.items():
+        video = generate(SynthClinConfig(duration_seconds=seconds, fps=2.0, keyframe_seconds=0.5,
+                                         events_per_10min=10.0, seed=seed), HERE / "cache")
+        build(BuildConfig(source="synthclin", annotations=str(video.annotation_path), out=str(work / str(seed)),
+                          workers=1))
+        samples += list(read_jsonl(work / str(seed) / "samples.jsonl"))
+    samples = samples[:: max(1, len(samples) // args.questions)][: args.questions]  # every kind of question
+    agent = AgentConfig(max_new_tokens=96)
+    seconds = {w: 0.0 for w in args.workers}
+    batches: dict[int, list[int]] = {w: [] for w in args.workers}
+    turns: dict[int, dict[str, list[str]]] = {}
+    for round_ in range(args.rounds):
+        for workers in args.workers:
+            make = backend_factory("hf", model=None, base_url=None, options=BackendOptions(device="cpu"),
+                                   batch=workers)
+            backend = make(samples[0])
+            start = time.perf_counter()
+            results = run_samples(samples, make, work / f"{round_}-{workers}" / "results.jsonl", agent,
+                                  run=f"workers {workers}", workers=workers)
+            seconds[workers] += time.perf_counter() - start
+            batches[workers] += backend.batches if isinstance(backend, BatchingBackend) else [1] * sum(
+                len(r["episode"]["turns"]) for r in results)
+            turns[workers] = {r["id"]: [t["raw"] for t in r["episode"]["turns"]] for r in results}
+    shutil.rmtree(work, ignore_errors=True)
+    alone = turns[min(args.workers)]
+    rows = {}
+    for workers in args.workers:
+        per_question = seconds[workers] / (args.rounds * len(samples))
+        rows[str(workers)] = {"s_per_question": per_question,
+                              "mean_batch": sum(batches[workers]) / max(1, len(batches[workers])),
+                              "speedup": seconds[min(args.workers)] / seconds[workers],
+                              "same_episodes": sum(turns[workers][k] == v for k, v in alone.items())}
+    print("| workers | s / question | mean batch | speed-up | episodes the same as one at a time |")
+    print("|---|---|---|---|---|")
+    for workers, row in rows.items():
+        print(f"| {workers} | {row['s_per_question']:.2f} | {row['mean_batch']:.1f} | {row['speedup']:.2f}x | "
+              f"{row['same_episodes']} of {len(alone)} |")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "eval_batching.json", json.dumps({
+        "machine": cpu_description(), "model": "medscope-tiny", "torch_threads": 1, "rounds": args.rounds,
+        "questions": len(samples), "max_new_tokens": agent.max_new_tokens, "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

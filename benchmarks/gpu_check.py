@@ -1,5 +1,6 @@
-"""The real-size path on a GPU in a few minutes: a Qwen3-VL model on the device in bf16, one agent episode, one SFT
-step and one GA-GRPO step, each timed, as a table (and JSON).
+"""The real-size path on a GPU in a few minutes: a Qwen3-VL model on the device in bf16, one agent episode, eight
+episodes one at a time and then with their turns decoded together (``--workers 8``), one SFT step and one GA-GRPO
+step, each timed, as a table (and JSON).
 
 Nothing is downloaded: the model is a randomly initialised Qwen3-VL of the real architecture at ``--hidden`` /
 ``--layers`` (about 150 M parameters by default on a GPU), with the built-in model's tokenizer and processor, and
@@ -17,18 +18,22 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from medscope.agent.backends.batching import BatchingBackend
 from medscope.agent.backends.hf import HFBackend, resolve_device
 from medscope.agent.backends.processors import load_processor
 from medscope.agent.loop import AgentConfig, run_episode
+from medscope.eval.runner import run_samples
 from medscope.io import write_text_atomic
 from medscope.models import builtin_model_path
 from medscope.suite.build import BuildConfig, build
 from medscope.suite.qa import QAConfig
+from medscope.suite.records import read_jsonl
 from medscope.train import grpo, sft, tiny
 from medscope.train.configs import GRPOStageConfig, SFTStageConfig
 from medscope.video.synthclin import SynthClinConfig, generate
@@ -80,6 +85,26 @@ def main() -> None:
             return (f"{parameters / 1e6:.1f} M parameters on {backend.model.device} in {backend.model.dtype}; "
                     f"{len(result.turns)} turns, {result.frames_viewed} frames")
 
+        samples = list(read_jsonl(work / "suite" / "samples.jsonl"))
+        eight = [replace(samples[k % len(samples)], id=f"{samples[k % len(samples)].id}#{k}") for k in range(8)]
+        backend = HFBackend.from_pretrained(folder, device=device, dtype="bfloat16" if gpu else "float32")
+        turns: dict[int, dict[str, list[str]]] = {}
+
+        def episodes(workers: int) -> Callable[[], str]:
+            def run() -> str:
+                model = BatchingBackend(backend, workers) if workers > 1 else backend
+                records = run_samples(eight, lambda sample: model, work / f"eval{workers}" / "results.jsonl", AGENT,
+                                      run=f"workers {workers}", workers=workers)
+                turns[workers] = {r["id"]: [t["raw"] for t in r["episode"]["turns"]] for r in records}
+                count = sum(len(t) for t in turns[workers].values())
+                if workers == 1:
+                    return f"{count} turns"
+                same = sum(turns[workers][k] == v for k, v in turns[1].items())
+                sizes = model.batches if isinstance(model, BatchingBackend) else []
+                return (f"{count} turns in {len(sizes)} batches; {same} of 8 episodes the same as one at a time "
+                        "(bf16 padding can move a near tie)")
+            return run
+
         def sft_step() -> str:
             out = sft.main(SFTStageConfig(stage=2, data=str(work / "suite" / "trajectories.jsonl"), model=str(folder),
                                           out=str(work / "sft"), max_steps=1, batch_size=1, grad_accum=1, lr=1e-5,
@@ -99,6 +124,8 @@ def main() -> None:
                     f"{step.get('tools/call_frequency', float('nan')):.2f}")
 
         _timed(rows, "episode (hf backend)", device, episode)
+        _timed(rows, "8 episodes, one at a time", device, episodes(1))
+        _timed(rows, "8 episodes, turns batched (--workers 8)", device, episodes(8))
         _timed(rows, "SFT step (stage 2)", device, sft_step)
         _timed(rows, "GA-GRPO step", device, grpo_step)
     name = torch.cuda.get_device_name() if gpu else "CPU"

@@ -143,8 +143,8 @@ def run_samples(
     scores: list[float] = []
 
     def one(sample: Sample) -> None:
-        backend = make(sample)
         try:
+            backend = make(sample)
             # A batching backend waits for every episode it counts before it decodes: this one counts while it runs.
             with backend.episode() if isinstance(backend, BatchingBackend) else nullcontext():
                 episode = run_episode(backend, sample.video, sample.question, agent, options=sample.options,

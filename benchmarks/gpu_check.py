@@ -116,8 +116,8 @@ def main() -> None:
         def grpo_step() -> str:
             out = grpo.main(GRPOStageConfig(data=str(work / "suite" / "samples.jsonl"), model=str(work / "sft"),
                                             out=str(work / "grpo"), max_steps=1, group_size=2, batch_size=2, lr=1e-6,
-                                            max_completion_length=256, max_tool_calls=1, gradient_checkpointing=gpu,
-                                            agent=AGENT))
+                                            max_completion_length=256, gradient_checkpointing=gpu,
+                                            agent=replace(AGENT, max_turns=1)))
             state = json.loads((out / "trainer_state.json").read_text())
             step = next(e for e in state["log_history"] if "loss" in e)
             return (f"one update, reward {step.get('reward', float('nan')):.2f}, tool calls per rollout "

@@ -3,6 +3,7 @@ ablation flags, and a real run of a few steps whose rollouts call the video tool
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -164,8 +165,8 @@ def test_modulation_through_the_trainer_seam_equals_ga_advantages(
 def _config(suite: Path, model: Path, out: Path, **overrides: Any) -> grpo.GRPOStageConfig:
     settings: dict[str, Any] = {
         "data": str(suite / "samples.jsonl"), "model": str(model), "out": str(out), "group_size": 4,
-        "batch_size": 4, "max_steps": 2, "max_completion_length": 512, "max_tool_calls": 3, "lr": 1e-3,
-        "gradient_checkpointing": False, "save_steps": 1, "agent": AGENT,
+        "batch_size": 4, "max_steps": 2, "max_completion_length": 512, "lr": 1e-3,
+        "gradient_checkpointing": False, "save_steps": 1, "agent": dataclasses.replace(AGENT, max_turns=3),
     }
     return grpo.GRPOStageConfig(**(settings | overrides))
 
@@ -280,7 +281,8 @@ def test_rollout_prompt_is_the_agents_prompt(suite: Path, tiny_model: Path, shor
     from medscope.video.tools import VideoTools
 
     model = short_model if kind == "short" else tiny_model
-    trainer = grpo.build_trainer(_config(suite, model, tmp_path))
+    config = _config(suite, model, tmp_path)
+    trainer = grpo.build_trainer(config)
     row = trainer.train_dataset[0]
     env = trainer.environment_factories[None]()
     observation = env.reset(**row)
@@ -294,7 +296,10 @@ def test_rollout_prompt_is_the_agents_prompt(suite: Path, tiny_model: Path, shor
                                             options=env.sample.options)
     backend = HFBackend.from_pretrained(model)
     assert backend.prompt == kind and trainer.tools  # TRL still runs the environment's tools
-    assert rendered == backend._render([system_message(AGENT, kind), first])
+    # the agent's prompt with the run's turn budget, the rounds TRL gives a rollout
+    assert rendered == backend._render([system_message(config.agent, kind), first])
+    assert trainer.args.max_tool_calling_iterations == config.agent.max_turns == 3
+    assert (f"at most {config.agent.max_turns} turns" in rendered) == (kind == "full")
     assert rendered.count("<|image_pad|>") == TOOLS.overview_frames
     assert ("# Tools" in rendered) == (kind == "full")
     assert "Look with crop_video(start_time, end_time)" in rendered if kind == "short" else "Rules:" in rendered

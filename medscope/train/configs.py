@@ -70,7 +70,6 @@ class GRPOStageConfig:
     max_steps: int = field(default=-1, metadata={"help": "optimizer steps; < 0: run the epochs"})
     batch_size: int = field(default=8, metadata={"help": "rollouts per device per micro-batch"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    max_tool_calls: int = field(default=4, metadata={"help": "tool-calling rounds per rollout"})
     max_completion_length: int = field(
         default=4096, metadata={"help": "tokens of a whole rollout after the prompt, tool results and frames included"}
     )
@@ -113,7 +112,10 @@ class GRPOStageConfig:
     seed: int = field(default=0, metadata={"help": "seed of sampling and shuffling"})
     limit: int = field(default=0, metadata={"help": "use only the first N samples (0: all)"})
     report_to: str = field(default="none", metadata={"help": REPORT_HELP})
-    agent: AgentConfig = field(default_factory=AgentConfig)  # system prompt and tool sizes, as at inference
+    # System prompt, tool sizes and turn budget, as at inference: a rollout gets ``agent.max_turns`` tool rounds,
+    # the number the system prompt states and the agent loop allows, so training never scores as a format failure
+    # an episode that inference would have let finish.
+    agent: AgentConfig = field(default_factory=AgentConfig)
 
     def __post_init__(self) -> None:
         if self.group_size < 2:
@@ -123,9 +125,8 @@ class GRPOStageConfig:
                              f"group_size ({self.group_size}): each optimizer step sees whole groups")
         if self.vllm_mode not in ("colocate", "server"):
             raise ValueError(f"vllm_mode must be 'colocate' or 'server', got {self.vllm_mode!r}")
-        if self.limit < 0 or self.lr <= 0 or self.max_tool_calls < 0:
-            raise ValueError(f"need limit >= 0, lr > 0 and max_tool_calls >= 0, got {self.limit}, {self.lr}, "
-                             f"{self.max_tool_calls}")
+        if self.limit < 0 or self.lr <= 0:
+            raise ValueError(f"need limit >= 0 and lr > 0, got {self.limit}, {self.lr}")
         check_report_to(self.report_to)
 
     @property

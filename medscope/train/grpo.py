@@ -271,7 +271,7 @@ def training_args(config: GRPOStageConfig) -> GRPOConfig:
         gradient_accumulation_steps=config.grad_accum,
         num_generations=config.group_size,
         max_completion_length=config.max_completion_length,
-        max_tool_calling_iterations=config.max_tool_calls,
+        max_tool_calling_iterations=config.agent.max_turns,
         temperature=config.temperature,
         beta=config.kl,
         scale_rewards="group" if config.std_normalise else "none",

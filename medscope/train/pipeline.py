@@ -80,7 +80,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sft": {"max_steps": 2, "lr": 1e-3, "batch_size": 1, "grad_accum": 1, "gradient_checkpointing": False,
                 "repair": 0.5},
         "grpo": {"max_steps": 1, "lr": 1e-5, "group_size": 2, "batch_size": 2, "max_completion_length": 128,
-                 "max_tool_calls": 1, "gradient_checkpointing": False},
+                 "gradient_checkpointing": False},
         "eval": {"limit": 2, "max_new_tokens": 24, "workers": 2},
     },
 }

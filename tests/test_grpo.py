@@ -120,12 +120,12 @@ def test_turns_from_trl_parsed_generations(tiny_model: Path) -> None:
 
 # -- 2. the advantage seam -----------------------------------------------------------------------------------------
 
-# One group of four: rewards per COMPONENTS column (accuracy, format, evidence, crop, frame, tool_used).
+# One group of four: rewards per COMPONENTS column (accuracy, format, evidence, crop, frame, tool_used, unfinished).
 GROUP = torch.tensor([
-    [1.0, 1.0, 2.0, 1.0, 1.0, 1.0],  # right, with evidence
-    [1.0, 1.0, 0.0, 0.0, 0.0, 1.0],  # right, called a tool, found nothing
-    [0.0, 1.0, -1.0, -1.0, 0.0, 1.0],  # wrong, bad crop: R_evi < 0 is never modulated
-    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # wrong, no tool
+    [1.0, 1.0, 2.0, 1.0, 1.0, 1.0, 0.0],  # right, with evidence
+    [1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0],  # right, called a tool, found nothing
+    [0.0, 1.0, -1.0, -1.0, 0.0, 1.0, 0.0],  # wrong, bad crop: R_evi < 0 is never modulated
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],  # its first call was never run (the budget ran out): logged, not paid
 ])
 
 
@@ -136,7 +136,7 @@ def test_modulation_through_the_trainer_seam_equals_ga_advantages(
     """TRL's own methods are replaced by stand-ins doing its arithmetic on a hand-made reward matrix; what the
     subclass's overrides add on top must be exactly ``rewards.ga_advantages``."""
     trainer = grpo.build_trainer(_config(suite, tiny_model, tmp_path, std_normalise=std_normalise))
-    weights = trainer.reward_weights  # [1, 1, 1, 0, 0, 0]
+    weights = trainer.reward_weights  # [1, 1, 1, 0, 0, 0, 0]
 
     def calculate_rewards(self: Any, inputs: Any, prompts: Any, completions: Any, ids: Any) -> Any:
         return GROUP
@@ -227,6 +227,15 @@ def test_lora_run_saves_a_merged_model(suite: Path, warm: Path, tmp_path: Path) 
     assert set(merged) == set(AutoModelForImageTextToText.from_pretrained(warm, local_files_only=True).state_dict())
 
 
+def test_budget_warning_names_the_flags_past_five_percent() -> None:
+    history = [{"rewards/unfinished/mean": share, "loss": 0.1} for share in (0.25, 0.15)] + [{"train_loss": 0.1}]
+    warning = grpo.budget_warning(history)
+    assert warning is not None and warning.startswith("20% ")
+    assert "--max-completion-length" in warning and "--max-turns" in warning
+    assert grpo.budget_warning([{"rewards/unfinished/mean": 0.05}]) is None
+    assert grpo.budget_warning([]) is None
+
+
 # -- 4. flags → TRL settings ---------------------------------------------------------------------------------------
 
 
@@ -234,7 +243,7 @@ def test_build_trainer_maps_the_ablation_flags(suite: Path, tiny_model: Path, tm
     default = grpo.build_trainer(_config(suite, tiny_model, tmp_path / "a"))
     assert default.args.scale_rewards == "none" and default.args.beta == 0.0 and default.modulation
     assert default.reward_func_names == list(grpo.COMPONENTS)
-    assert default.reward_weights.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert default.reward_weights.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
     assert default.args.max_tool_calling_iterations == 3 and default.num_generations == 4
     assert all(f.config.coarse_penalty == -1.0 for f in default.reward_funcs)  # the paper's
 
@@ -242,7 +251,7 @@ def test_build_trainer_maps_the_ablation_flags(suite: Path, tiny_model: Path, tm
                                          crop_bonus=False, modulation=False, std_normalise=True, kl=0.04,
                                          coarse_penalty=0.0))
     assert ablated.args.scale_rewards == "group" and ablated.args.beta == 0.04 and not ablated.modulation
-    assert ablated.reward_weights.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert ablated.reward_weights.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     assert not ablated.reward_funcs[0].config.crop_bonus and ablated.ref_model is not None
     assert all(f.config.coarse_penalty == 0.0 for f in ablated.reward_funcs)
 

@@ -88,6 +88,15 @@ def test_format_reward() -> None:
     assert rewards.format_reward(two, _sample(), CFG) == 0.0
 
 
+def test_unfinished_marks_a_rollout_that_ends_on_a_call() -> None:
+    """Cut by the trainer's budget (a call, never run, then nothing) is told from a policy that never answered
+    in words (prose last) and from a finished episode; both of the first two score R_fmt 0."""
+    assert rewards.unfinished([crop(40, 50), crop(42, 46)], _sample(), CFG) == 1.0
+    assert rewards.unfinished([crop(40, 50), "<think>t</think> it is upper left"], _sample(), CFG) == 0.0
+    assert rewards.unfinished([crop(40, 50), render_answer("upper left", "t")], _sample(), CFG) == 0.0
+    assert rewards.unfinished([], _sample(), CFG) == 0.0
+
+
 def test_accuracy_reward_is_the_evaluator_rule() -> None:
     assert rewards.accuracy_reward([render_answer("Upper-left", "t")], _sample(), CFG) == 1.0
     assert rewards.accuracy_reward([render_answer("lower right", "t")], _sample(), CFG) == 0.0

@@ -61,8 +61,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         # reached 0.5 (R_crop > 0 in none of 240 rollouts), so it learnt to miss: run5's GA-GRPO fell below SFT
         # while R_crop rose from -0.46 to -0.25. With 0 for a coarse crop, validation grounding mIoU went from
         # 0.5 (SFT) to 2.3 (lr 5e-5; 0.6 at lr 2e-4). The ablations keep the same setting. 20 steps (a step is
-        # 15-17 s): with 30, run7 took 66.6 minutes and GA-GRPO stayed level with SFT (-0.2 ± 0.8).
-        "grpo": {"max_steps": 20, "lr": 5e-5, "group_size": 8, "batch_size": 8, "max_completion_length": 1024,
+        # 15-17 s): with 30, run7 took 66.6 minutes and GA-GRPO stayed level with SFT (-0.2 ± 0.8). 2,048 tokens
+        # hold the agent's 6 tool rounds (a crop's 8 frames and labels are 100-210 tokens): at 1,024, 10 of 48
+        # rollouts were cut before a call ran and scored R_fmt 0 (format 0.65; 0.81 at 2,048, steps 1.2x as long).
+        "grpo": {"max_steps": 20, "lr": 5e-5, "group_size": 8, "batch_size": 8, "max_completion_length": 2048,
                  "temperature": 0.7, "coarse_penalty": 0.0,
                  "gradient_checkpointing": False},
         # 8 episodes at once, their turns decoded together: the same episodes 1.09-1.25x as fast on one thread

@@ -19,7 +19,10 @@ function ``(turns, sample, config) -> float``:
   the trap;
 - ``frame_reward`` R_frame on the *last* ``get_frame``: 1 inside the truth window; for a single-moment truth
   max(0, 1 − |t − g| / w);
-- ``total_reward`` R = w_acc·R_acc + w_fmt·R_fmt + w_evi·(R_crop + R_frame), with every component returned.
+- ``total_reward`` R = w_acc·R_acc + w_fmt·R_fmt + w_evi·(R_crop + R_frame), with every component returned;
+- ``unfinished`` ∈ {0, 1}, logged and never paid: the rollout ends on a tool call nobody ran, because the trainer's
+  tool rounds or completion budget ran out. Inference would have run it, so R_fmt = 0 there measures the budget,
+  not the policy.
 
 ``ga_advantages`` turns one group's rewards into advantages: A_i = R_i − mean(R) (÷ std with
 ``std_normalise``), then the evidence-weighted modulation for rollouts that called a tool and have R_evi ≥ 0:
@@ -104,6 +107,10 @@ def format_reward(turns: Sequence[str], sample: Sample, config: RewardConfig) ->
         return 0.0
     # The evaluator reads prose windows too; training pays only for the protocol's own form.
     return float(sample.task != "grounding" or parse_answer_windows(answer.answer) is not None)
+
+
+def unfinished(turns: Sequence[str], sample: Sample, config: RewardConfig) -> float:
+    return float(bool(turns) and isinstance(parse_turn(turns[-1], duration=sample.duration), ToolCall))
 
 
 def _moment(sample: Sample) -> float | None:

@@ -345,16 +345,16 @@ def save(trainer: GAGRPOTrainer, config: GRPOStageConfig) -> Path:
 
 def budget_warning(log_history: Sequence[Mapping[str, Any]], *, limit: float = 0.05) -> str | None:
     """What to change when more than ``limit`` of the run's rollouts ended on a tool call nobody ran (the
-    ``unfinished`` column): the trainer's budget, not the policy, failed them, and R_fmt = 0 taught the policy to
-    look less. medscope-tiny's 6-round rollouts at 1,024 tokens: 10 of 48; at 2,048: none."""
+    ``unfinished`` column): the trainer's budget, not the policy, failed them, and R_fmt = 0 penalised the
+    episodes that looked most. medscope-tiny's 6-round rollouts at 1,024 tokens: 10 of 48; at 2,048: none."""
     shares = [entry["rewards/unfinished/mean"] for entry in log_history if "rewards/unfinished/mean" in entry]
     share = sum(shares) / len(shares) if shares else 0.0
     if share <= limit:
         return None
     return (f"{share:.0%} of the GA-GRPO rollouts ended on a tool call that was not run: the rollout ran out of "
             "--max-completion-length (tool results and their frames count) or of --max-turns tool rounds before "
-            "it. Inference would have run the call, so those rollouts scored R_fmt = 0 for the budget. Raise "
-            "--max-completion-length (or --max-turns) and train again.")
+            "it. Inference has no token budget (a call cut by --max-completion-length would have run), so those rollouts "
+            "scored R_fmt = 0 for the budget. Raise --max-completion-length (or --max-turns) and train again.")
 
 
 def main(config: GRPOStageConfig) -> Path:

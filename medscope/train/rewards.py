@@ -21,8 +21,8 @@ function ``(turns, sample, config) -> float``:
   max(0, 1 − |t − g| / w);
 - ``total_reward`` R = w_acc·R_acc + w_fmt·R_fmt + w_evi·(R_crop + R_frame), with every component returned;
 - ``unfinished`` ∈ {0, 1}, logged and never paid: the rollout ends on a tool call nobody ran, because the trainer's
-  tool rounds or completion budget ran out. Inference would have run it, so R_fmt = 0 there measures the budget,
-  not the policy.
+  tool rounds or completion budget ran out. Inference has no token budget, so where the completion budget cut the
+  rollout, R_fmt = 0 measures the budget, not the policy.
 
 ``ga_advantages`` turns one group's rewards into advantages: A_i = R_i − mean(R) (÷ std with
 ``std_normalise``), then the evidence-weighted modulation for rollouts that called a tool and have R_evi ≥ 0:

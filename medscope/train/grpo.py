@@ -353,8 +353,9 @@ def budget_warning(log_history: Sequence[Mapping[str, Any]], *, limit: float = 0
         return None
     return (f"{share:.0%} of the GA-GRPO rollouts ended on a tool call that was not run: the rollout ran out of "
             "--max-completion-length (tool results and their frames count) or of --max-turns tool rounds before "
-            "it. Inference has no token budget (a call cut by --max-completion-length would have run), so those rollouts "
-            "scored R_fmt = 0 for the budget. Raise --max-completion-length (or --max-turns) and train again.")
+            "it. Inference has no token budget (a call cut by --max-completion-length would have run), so those "
+            "rollouts scored R_fmt = 0 for the budget. Raise --max-completion-length (or --max-turns) and train "
+            "again.")
 
 
 def main(config: GRPOStageConfig) -> Path:

@@ -163,8 +163,9 @@ def reward_functions(config: RewardConfig) -> list[RewardComponent]:
 
 def reward_weights(config: RewardConfig) -> list[float]:
     """Weights of ``COMPONENTS`` in R = w_acc·R_acc + w_fmt·R_fmt + w_evi·R_evi; the rest are logged only."""
-    evidence = config.w_evi if config.evidence_reward else 0.0
-    return [config.w_acc, config.w_fmt, evidence, 0.0, 0.0, 0.0, 0.0]
+    paid = {"accuracy": config.w_acc, "format": config.w_fmt,
+            "evidence": config.w_evi if config.evidence_reward else 0.0}
+    return [paid.get(name, 0.0) for name in COMPONENTS]
 
 
 # -- the trainer ---------------------------------------------------------------------------------------------------

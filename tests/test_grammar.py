@@ -67,6 +67,7 @@ def _accepts(tokenizer: PreTrainedTokenizerFast, turn: TurnFormat, text: str) ->
 
 
 TOOLS = TurnFormat(tools=TOOL_NAMES, windows=True)
+CLOSED = TurnFormat(tools=TOOL_NAMES, windows=True, closed_reasoning=True)  # GA-GRPO's rollouts
 TEACHER_TURNS = [  # (format, a turn as the teacher renders it)
     (TOOLS, render_tool_call("crop_video", {"start_time": 17.0, "end_time": 73.5}, "No frame shows it yet.")),
     (TOOLS, render_tool_call("get_frame", {"timestamp": 120.5}, "Look at the time asked.")),
@@ -77,6 +78,7 @@ TEACHER_TURNS = [  # (format, a turn as the teacher renders it)
     # </think> left out, as the parser allows: a model that wants <tool_call> next is not pushed into writing the
     # call inside its reasoning (what the shipped model did when the grammar required </think>)
     (TOOLS, '<think>Look closer.<tool_call>{"name": "get_frame", "arguments": {"timestamp": 1.5}}</tool_call>'),
+    (CLOSED, render_tool_call("crop_video", {"start_time": 0.0, "end_time": 73.5}, "No frame shows it yet.")),
 ]
 
 
@@ -96,6 +98,11 @@ BROKEN = [  # (format, a turn the grammar must not let through, why)
     (TOOLS, "<think>x</think><answer>[5, 6.0]</answer>", "a time not in the protocol's number format"),
     (TOOLS, "<think>x</think><answer>around a minute</answer>", "words where a window is asked"),
     (TurnFormat(explicit_evidence=True), "<think>x</think><answer>B</answer>", "the evidence asked for left out"),
+    (TOOLS, '<think>x</think><tool_call>{"name": "get_frame", "arguments": {"timestamp": 03.8}}</tool_call>',
+     "a leading zero, which JSON rejects"),
+    (CLOSED, '<think>Look closer.<tool_call>{"name": "get_frame", "arguments": {"timestamp": 1.5}}</tool_call>',
+     "an open reasoning where the turn must close it (TRL's parser would read the call as reasoning)"),
+    (CLOSED, "<think></think><answer>[1.0, 2.0]</answer>", "an empty reasoning where one must be written"),
 ]
 
 
@@ -135,15 +142,21 @@ def test_time_slot_of_a_text_answer_and_of_an_unknown_duration() -> None:
     assert (written, low) == ("1", 50) and high > 10**12
 
 
-# (written so far, fits after 144.5 and within 180 s): the shipped model's slips were copies like 144.5 -> 14.5
+# (written so far, fits after 144.5 and within 180 s): the shipped model's slips were copies like 144.5 -> 14.5;
+# "0" can only be 0.x (no leading zeros)
 FITS = [("", True), ("1", True), ("14", True), ("14.", False), ("15", True), ("15.", False), ("19", False),
         ("144.", True), ("144.5", False), ("144.6", True), ("144.6]", True), ("145.0}}", True), ("180.0", True),
-        ("180.1", False), ("18", True), ("180", True), ("181", False), ("2", False), ("0", True), ("05", False)]
+        ("180.1", False), ("18", True), ("180", True), ("181", False), ("2", False), ("0", False), ("05", False)]
 
 
 @pytest.mark.parametrize(("written", "fits"), FITS)
 def test_number_fits_after_the_start_and_inside_the_video(written: str, fits: bool) -> None:
     assert number_fits(written, 1445, 1800) is fits
+
+
+def test_a_zero_starts_only_a_time_below_one_second() -> None:
+    assert number_fits("0", -1, 1799) and number_fits("0.", -1, 1799) and number_fits("0.4", 3, 1799)
+    assert not number_fits("0", 9, 1799)  # 0.0 ... 0.9 all end before 0.9
 
 
 def test_processor_keeps_a_window_end_after_its_start() -> None:

@@ -134,8 +134,10 @@ def test_modulation_through_the_trainer_seam_equals_ga_advantages(
     tiny_model: Path, suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, std_normalise: bool
 ) -> None:
     """TRL's own methods are replaced by stand-ins doing its arithmetic on a hand-made reward matrix; what the
-    subclass's overrides add on top must be exactly ``rewards.ga_advantages``."""
-    trainer = grpo.build_trainer(_config(suite, tiny_model, tmp_path, std_normalise=std_normalise))
+    subclass's overrides add on top must be exactly ``rewards.ga_advantages``. (No grammar: its rows carry no
+    sample to constrain.)"""
+    trainer = grpo.build_trainer(_config(suite, tiny_model, tmp_path, std_normalise=std_normalise,
+                                         agent=dataclasses.replace(AGENT, grammar=False)))
     weights = trainer.reward_weights  # [1, 1, 1, 0, 0, 0, 0]
 
     def calculate_rewards(self: Any, inputs: Any, prompts: Any, completions: Any, ids: Any) -> Any:
@@ -219,6 +221,51 @@ def test_ga_grpo_run_calls_the_video_tools_and_saves(suite: Path, warm: Path, tm
     grpo.main(config)
     again = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert [entry for entry in again if "loss" in entry] == steps
+
+
+def _formats_logged(out: Path) -> list[float]:
+    logs = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    return [entry["rewards/format/mean"] for entry in logs if "loss" in entry]
+
+
+def test_rollouts_decode_under_the_protocol_grammar(suite: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """An untrained model's free rollouts never form the protocol (R_fmt 0); under the grammar the agent decodes
+    with, its tags, calls and windows are certain, so every rollout that ends inside its budgets is well-formed."""
+    agent = dataclasses.replace(AGENT, max_turns=3, max_new_tokens=24)  # the reasoning closes by token ~24
+    free = grpo.main(_config(suite, tiny_model, tmp_path / "free", max_steps=1, lr=1e-12,
+                             agent=dataclasses.replace(agent, grammar=False)))
+    assert _formats_logged(free) == [0.0]
+    constrained = grpo.main(_config(suite, tiny_model, tmp_path / "grammar", max_steps=1, lr=1e-12, agent=agent,
+                                    max_completion_length=2048))
+    logs = json.loads((constrained / "trainer_state.json").read_text())["log_history"]
+    step = next(entry for entry in logs if "loss" in entry)
+    # Only a rollout cut at its round budget (ending on a call TRL did not run) may fail the format.
+    assert step["rewards/format/mean"] == pytest.approx(1.0 - step["rewards/unfinished/mean"])
+    assert step["rewards/format/mean"] > 0
+
+
+def test_rollout_turns_keep_their_samples_format(suite: Path, tiny_model: Path, tmp_path: Path) -> None:
+    trainer = grpo.build_trainer(_config(suite, tiny_model, tmp_path / "a"))
+    assert trainer.constraints is not None and trainer.turn_tokens == AGENT.max_new_tokens
+    samples = [s for s in read_jsonl(suite / "samples.jsonl")]
+    grounding = next(s for s in samples if s.task == "grounding")
+    other = next(s for s in samples if s.task != "grounding")
+    assert grpo.rollout_format(grounding) == grpo.TurnFormat(tools=grpo.TOOL_NAMES, windows=True,
+                                                            duration=grounding.duration, closed_reasoning=True)
+    assert not grpo.rollout_format(other).windows and grpo.rollout_format(other).tools == grpo.TOOL_NAMES
+
+    trainer._formats = [grpo.rollout_format(s) for s in (grounding, grounding, other, other)]
+    trainer._first_prompts = None
+    first = [[1, 2, 3], [1, 2, 3], [1, 2, 4], [1, 2, 4]]
+    assert trainer._row_formats(first) == trainer._formats
+    # A later turn holds only the rollouts that called a tool, each its conversation so far.
+    assert trainer._row_formats([[1, 2, 4, 9, 9], [1, 2, 3, 7]]) == [trainer._formats[2], trainer._formats[0]]
+    with pytest.raises(RuntimeError, match="continues none"):
+        trainer._row_formats([[5, 5, 5, 5]])
+
+    free = grpo.build_trainer(_config(suite, tiny_model, tmp_path / "b",
+                                      agent=dataclasses.replace(AGENT, grammar=False)))
+    assert free.constraints is None
 
 
 def test_lora_run_saves_a_merged_model(suite: Path, warm: Path, tmp_path: Path) -> None:

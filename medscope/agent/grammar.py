@@ -31,8 +31,8 @@ from medscope.agent.protocol import render_answer, render_tool_call, render_wind
 from medscope.video.tools import TOOL_ARGUMENTS
 
 # Numbers as the protocol writes them (``protocol.TIME_FORMAT``: one decimal), so a model that learnt to copy a
-# timestamp label writes it digit for digit.
-_NUMBER = r"/[0-9]+\.[0-9]/"
+# timestamp label writes it digit for digit; no leading zero, which JSON and the window parser reject ("03.8").
+_NUMBER = r"/(0|[1-9][0-9]*)\.[0-9]/"
 TOOL_NAMES: tuple[str, ...] = tuple(TOOL_ARGUMENTS)
 
 
@@ -44,6 +44,9 @@ class TurnFormat:
     windows: bool = False  # the answer is time windows, ``[s, e]`` or ``[[s, e], ...]`` (a "when" question)
     explicit_evidence: bool = False  # the answer is followed by ``<evidence>[[s, e], ...]</evidence>``
     duration: float | None = None  # the video's length: every time the turn writes lies in [0, duration]
+    # The reasoning is written and closed: TRL's response parser (GA-GRPO's rollouts) reads a turn whose
+    # ``</think>`` is missing as reasoning to its end, the call in it unrun, and drops an empty ``<think></think>``.
+    closed_reasoning: bool = False
 
 
 def turn_grammar(turn: TurnFormat, single_token: Callable[[str], bool] = lambda tag: False) -> str:
@@ -59,11 +62,13 @@ def turn_grammar(turn: TurnFormat, single_token: Callable[[str], bool] = lambda 
     if unknown:
         raise ValueError(f"no tool named {', '.join(unknown)}; the tools are {', '.join(TOOL_ARGUMENTS)}")
     then = "(call | answer)" if turn.tools else "answer"
+    # ``</think>`` may be left out, as the parser allows: a model that goes straight from its reasoning to
+    # ``<tool_call>`` is not pushed into writing the call inside the reasoning instead.
+    close = f'{tag("</think>")} "\\n"?' if turn.closed_reasoning else f'({tag("</think>")} "\\n"?)?'
     rules = [
-        # ``</think>`` may be left out, as the parser allows: a model that goes straight from its reasoning to
-        # ``<tool_call>`` is not pushed into writing the call inside the reasoning instead.
-        f'start: {tag("<think>")} THINK ({tag("</think>")} "\\n"?)? {then}',
-        "THINK: /[^<]*/",  # free reasoning that does not open a tag
+        f'start: {tag("<think>")} THINK {close} {then}',
+        # free reasoning that does not open a tag
+        "THINK: /[^<]*[^<\\s][^<]*/" if turn.closed_reasoning else "THINK: /[^<]*/",
         f"NUMBER: {_NUMBER}",
         'window: "[" NUMBER ", " NUMBER "]"',
         'windows: "[" window (", " window)* "]"',
@@ -131,6 +136,8 @@ def number_fits(written: str, low: int, high: int) -> bool:
         return _overlaps(int(whole or 0) * 10, int(whole or 0) * 10 + 9, low, high)
     if not whole:
         return low < high
+    if whole[0] == "0":  # no leading zeros (``_NUMBER``): a 0 is followed by its point
+        return _overlaps(0, 9, low, high)
     # More digits may follow: ``whole`` then k digits spans [whole * 10^k, (whole + 1) * 10^k) seconds.
     value = int(whole)
     for k in range(len(str(high)) + 1):

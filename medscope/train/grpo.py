@@ -25,11 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import AutoModelForImageTextToText, ProcessorMixin
+from transformers import AutoModelForImageTextToText, ProcessorMixin, Trainer
 from trl import GRPOConfig, GRPOTrainer
 from trl.chat_template_utils import add_response_schema
+from trl.models import unwrap_model_for_generation
+from trl.trainer.utils import pad
 
+from medscope.agent.backends.hf import BatchGrammar, TurnConstraints
 from medscope.agent.backends.processors import load_processor
+from medscope.agent.grammar import TOOL_NAMES, TurnFormat
 from medscope.agent.protocol import folder_prompt, tool_schemas
 from medscope.config import write_run_config
 from medscope.suite.records import Sample, read_jsonl, sample_from_dict
@@ -197,16 +201,27 @@ class GAGRPOTrainer(GRPOTrainer):
     The group mean (and std) is TRL's, so modulation follows normalisation as in ``rewards.ga_advantages``. TRL's
     completions table still shows the unmodulated advantages; ``ga/modulated_frac`` logs how many rows changed.
 
-    A third override works around a TRL 1.16 bug: ``_tokenize_prompts`` merges the per-prompt image fields of
+    With ``constraints``, ``_generate_single_turn`` decodes every rollout turn under the protocol grammar, as the
+    agent decodes at inference (``AgentConfig.grammar``): the tags, the call's JSON and a "when" answer's windows
+    are certain, every word, tool and number is the policy's. TRL's transformers path has no way to pass a logits
+    processor, so the override repeats it with one (vLLM and continuous batching go to TRL unchanged). Which sample
+    a row belongs to comes from ``_generate_and_score_completions``'s inputs: the first turn has one row per input,
+    in order; a later turn's row continues one of those prompts.
+
+    A fourth override works around a TRL 1.16 bug: ``_tokenize_prompts`` merges the per-prompt image fields of
     environment rollouts into Python lists of numpy rows, and the tool loop later calls tensor methods on them
     whenever a tool round returns no image at all (every call in the batch was a tool error) — an
     ``AttributeError: 'list' object has no attribute 'prod'`` mid-run. We hand TRL tensors instead.
     """
 
     def __init__(self, *args: Any, modulation: bool = True, up: float = 1.2, down: float = 0.8,
+                 constraints: TurnConstraints | None = None, explicit_evidence: bool = False, turn_tokens: int = 512,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.modulation, self.up, self.down = modulation, up, down
+        self.constraints, self.explicit_evidence, self.turn_tokens = constraints, explicit_evidence, turn_tokens
+        self._formats: list[TurnFormat] = []  # the batch's rollouts, one per input row
+        self._first_prompts: list[list[int]] | None = None
         missing = {"evidence", "tool_used"} - set(self.reward_func_names)
         if modulation and missing:
             raise ValueError(f"the modulation needs the reward functions {sorted(missing)}; have "
@@ -228,6 +243,9 @@ class GAGRPOTrainer(GRPOTrainer):
         return self._rewards_per_func
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.constraints is not None:
+            self._formats = [rollout_format(_sample(row["sample"]), self.explicit_evidence) for row in inputs]
+            self._first_prompts = None
         out = super()._generate_and_score_completions(inputs)
         if not self.modulation or self._rewards_per_func is None:
             return out
@@ -241,6 +259,68 @@ class GAGRPOTrainer(GRPOTrainer):
         self._metrics[mode]["ga/modulated_frac"].append((out["advantages"] != before).float().mean().item())
         self._rewards_per_func = None
         return out
+
+
+    def _row_formats(self, prompt_ids: Sequence[Sequence[int]]) -> list[TurnFormat]:
+        if self._first_prompts is None:  # the rollouts' first turn: one row per input
+            if len(prompt_ids) != len(self._formats):
+                raise RuntimeError(f"{len(prompt_ids)} rollouts to start for {len(self._formats)} inputs")
+            self._first_prompts = [list(ids) for ids in prompt_ids]
+            return list(self._formats)
+        rows = []
+        for ids in prompt_ids:  # a later turn: the conversation so far starts with its rollout's first prompt
+            match = [i for i, first in enumerate(self._first_prompts) if list(ids[: len(first)]) == first]
+            if not match:
+                raise RuntimeError("a rollout turn continues none of the batch's prompts")
+            rows.append(self._formats[match[0]])
+        return rows
+
+    def _generate_single_turn(self, prompt_ids: Any, images: Any, multimodal_fields: dict[str, Any],
+                              num_generations: int, has_tool_images: bool = False) -> tuple[list[list[int]], None]:
+        if self.constraints is None or self.use_vllm or self.use_transformers_continuous_batching:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        formats = self._row_formats(prompt_ids)
+        # From here on TRL 1.16's transformers path, with the grammar passed to generate.
+        rows = [torch.tensor(ids) for ids in prompt_ids]
+        padded = pad(rows, padding_value=self._tokenizer.pad_token_id, padding_side="left",
+                     pad_to_multiple_of=self.pad_to_multiple_of)
+        inputs: dict[str, Any] = {"input_ids": padded,
+                                  "attention_mask": pad([torch.ones_like(r) for r in rows], padding_value=0,
+                                                        padding_side="left",
+                                                        pad_to_multiple_of=self.pad_to_multiple_of)}
+        for key, value in multimodal_fields.items():
+            if isinstance(value, torch.Tensor):
+                inputs[key] = value
+            elif isinstance(value, list) and value and isinstance(value[0], list):  # per token: left-padded
+                inputs[key] = pad([torch.tensor(x) for x in value], padding_value=0, padding_side="left",
+                                  pad_to_multiple_of=self.pad_to_multiple_of)
+            else:
+                inputs[key] = torch.tensor(np.array(value))
+        if self._is_vlm and self.tools and has_tool_images:  # the tool results' images, as TRL marks them
+            kinds = torch.zeros_like(padded)
+            if self._image_pad_token_id is not None:
+                kinds[padded == self._image_pad_token_id] = 1
+            if self._video_pad_token_id is not None:
+                kinds[padded == self._video_pad_token_id] = 2
+            inputs["mm_token_type_ids" if "image_grid_thw" in inputs else "token_type_ids"] = kinds
+        inputs = Trainer._prepare_inputs(self, inputs)  # to the device (GRPOTrainer's own would start a rollout)
+        width = padded.size(1)
+        grammar = BatchGrammar([self.constraints.processor(f, width, self.turn_tokens) for f in formats])
+        with (
+            unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                        gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                                        generation_kwargs=self.generation_kwargs,
+                                        gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs)
+            as model,
+            torch.no_grad(),
+            self._dist.summon_full_params(self.model_wrapped, recurse=False),
+        ):
+            out = model.generate(**inputs, generation_config=self.generation_config, logits_processor=[grammar])
+        completions = out[:, width:].cpu()
+        ends = torch.isin(completions, torch.tensor(self.eos_token_ids))
+        lengths = torch.where(ends.any(dim=1), ends.int().argmax(dim=1) + 1, completions.size(1))
+        return [row[:n].tolist() for row, n in zip(completions, lengths.tolist(), strict=True)], None
 
 
 # -- building and running ------------------------------------------------------------------------------------------
@@ -303,6 +383,27 @@ def _samples(config: GRPOStageConfig) -> list[Sample]:
     return samples
 
 
+def rollout_format(sample: Sample, explicit_evidence: bool = False) -> TurnFormat:
+    """The grammar of a rollout's turns, as the agent loop sets it, except that every turn may call a tool (TRL
+    ends a rollout at its round budget instead of forcing an answer; ``rewards.unfinished`` counts those) and
+    that the reasoning must be written and closed, as TRL's response parser needs to find the call after it."""
+    return TurnFormat(tools=TOOL_NAMES, windows=sample.task == "grounding", explicit_evidence=explicit_evidence,
+                      duration=sample.duration, closed_reasoning=True)
+
+
+def rollout_constraints(config: GRPOStageConfig) -> TurnConstraints | None:
+    """The grammar's processors for the rollouts when the agent decodes under it (``--grammar``, the default), so
+    that training scores the turns inference would write; None with ``--no-grammar``, or with vLLM, whose
+    rollouts TRL generates without a way to constrain them to a Lark grammar (a warning says so)."""
+    if not config.agent.grammar:
+        return None
+    if config.use_vllm:
+        log.warning("GA-GRPO: vLLM rollouts are decoded freely (TRL passes them no grammar); the agent decodes "
+                    "under the protocol grammar, so format failures in training are ones inference would not make")
+        return None
+    return TurnConstraints(load_processor(config.model).tokenizer)
+
+
 def build_trainer(config: GRPOStageConfig) -> GAGRPOTrainer:
     """Model, processor, prompts, rewards and environment wired into a ``GAGRPOTrainer``; trains nothing."""
     check_trl()
@@ -327,6 +428,9 @@ def build_trainer(config: GRPOStageConfig) -> GAGRPOTrainer:
         environment_factory=environment(config.agent.tools),
         peft_config=peft_config,
         modulation=config.modulation,
+        constraints=rollout_constraints(config),
+        explicit_evidence=config.agent.explicit_evidence,
+        turn_tokens=min(config.agent.max_new_tokens, config.max_completion_length),
     )
 
 

@@ -59,9 +59,7 @@ class HFBackend:
                 ends.update(source if isinstance(source, (list, tuple)) else [source])
         self._end_ids = ends
         self._end_texts = [t for t in self.tokenizer.convert_ids_to_tokens(sorted(ends)) if t]
-        self._grammar_tokenizer: Any = None  # llguidance's view of the tokenizer, built on first constrained turn
-        self._grammars: dict[TurnFormat, str] = {}  # compiled once per kind of turn (an episode has few kinds)
-        self._pieces: dict[int, str] = {}
+        self.constraints = TurnConstraints(self.tokenizer)
 
     @classmethod
     def from_pretrained(
@@ -176,15 +174,9 @@ class HFBackend:
         if stop:
             gen |= {"stop_strings": list(stop), "tokenizer": self.tokenizer}
         if any(r.turn is not None for r in requests):
-            rows: list[GrammarProcessor | None] = []
-            for r in requests:
-                if r.turn is None:
-                    rows.append(None)
-                    continue
-                ending = len(self.tokenizer(longest_ending(r.turn), add_special_tokens=False).input_ids)
-                rows.append(GrammarProcessor(self._matcher(r.turn), length, r.turn, self._piece,
-                                             close_by=max_new_tokens - ending - 1))
-            gen["logits_processor"] = [BatchGrammar(rows)]
+            gen["logits_processor"] = [BatchGrammar([None if r.turn is None else
+                                                     self.constraints.processor(r.turn, length, max_new_tokens)
+                                                     for r in requests])]
         with torch.inference_mode():
             output = self.model.generate(**inputs, **gen)
         texts = []
@@ -211,7 +203,25 @@ class HFBackend:
             "new_tokens": 0,
         }
 
-    def _matcher(self, turn: TurnFormat) -> Any:
+
+class TurnConstraints:
+    """Grammar processors over one tokenizer, for any decoder that calls ``generate`` (the HF backend, GA-GRPO's
+    rollouts): each kind of turn's grammar is compiled once, each token's text decoded once."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self._grammar_tokenizer: Any = None  # llguidance's view of the tokenizer, built on first constrained turn
+        self._grammars: dict[TurnFormat, str] = {}  # compiled once per kind of turn (an episode has few kinds)
+        self._pieces: dict[int, str] = {}
+
+    def processor(self, turn: TurnFormat, prompt_length: int, max_new_tokens: int) -> GrammarProcessor:
+        """The processor of one row whose prompt is ``prompt_length`` tokens and whose turn may take
+        ``max_new_tokens``: the reasoning must close in time for the longest call or answer to fit."""
+        ending = len(self.tokenizer(longest_ending(turn), add_special_tokens=False).input_ids)
+        return GrammarProcessor(self.matcher(turn), prompt_length, turn, self.piece,
+                                close_by=max_new_tokens - ending - 1)
+
+    def matcher(self, turn: TurnFormat) -> Any:
         """A fresh llguidance matcher of ``turn``'s grammar over this tokenizer."""
         import llguidance
         import llguidance.hf
@@ -227,12 +237,13 @@ class HFBackend:
             raise BackendError(f"the protocol grammar does not compile for this tokenizer: {matcher.get_error()}")
         return matcher
 
-    def _piece(self, token: int) -> str:
+    def piece(self, token: int) -> str:
         """The text of one token (cached: the time bounds read the pieces that may come next)."""
         if token not in self._pieces:
             self._pieces[token] = self.tokenizer.decode([token], skip_special_tokens=False,
                                                         clean_up_tokenization_spaces=False)
         return self._pieces[token]
+
 
 
 class GrammarProcessor:

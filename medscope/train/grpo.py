@@ -6,11 +6,13 @@ are written out), and rescales its advantages with the evidence-weighted modulat
   rewards score exactly what they score at evaluation;
 - ``RewardComponent``: one logged reward column each (accuracy, format, evidence, crop, frame, tool_used,
   unfinished); the weights come from ``RewardConfig`` and only accuracy, format and evidence count towards R;
-- ``GAGRPOTrainer``: ``GRPOTrainer`` with the modulation, nothing else;
+- ``GAGRPOTrainer``: ``GRPOTrainer`` with the modulation and, where the agent decodes under the protocol grammar,
+  rollouts decoded under it too (``rollout_format``);
 - ``build_trainer`` builds everything without training (a GPU/vLLM config can be inspected on a CPU machine via
   ``training_args``); ``main`` trains, resumes from the last ``checkpoint-*``, and saves model + processor.
 
-Not here: generation, the tool loop, the loss and the logging are TRL's, unpatched; the rewards are rewards.py's.
+Not here: the tool loop, the loss and the logging are TRL's, unpatched (generation too, but for the grammar's
+logits processor); the rewards are rewards.py's.
 """
 
 from __future__ import annotations
@@ -188,10 +190,10 @@ _IMAGE_FIELDS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video
 
 
 class GAGRPOTrainer(GRPOTrainer):
-    """``GRPOTrainer`` with GA-GRPO's evidence-weighted advantage modulation.
+    """``GRPOTrainer`` with GA-GRPO's evidence-weighted advantage modulation and grammar-constrained rollouts.
 
     TRL computes advantages inline in ``_generate_and_score_completions`` and has no hook for reshaping them, so
-    this subclass overrides exactly two methods, both calling TRL's own first:
+    for the modulation this subclass overrides two methods, both calling TRL's own first:
 
     - ``_calculate_rewards``: keeps the gathered (N_global, n_funcs) reward matrix it returns;
     - ``_generate_and_score_completions``: rescales this process's rows of ``advantages`` (local row i is global
@@ -201,12 +203,12 @@ class GAGRPOTrainer(GRPOTrainer):
     The group mean (and std) is TRL's, so modulation follows normalisation as in ``rewards.ga_advantages``. TRL's
     completions table still shows the unmodulated advantages; ``ga/modulated_frac`` logs how many rows changed.
 
-    With ``constraints``, ``_generate_single_turn`` decodes every rollout turn under the protocol grammar, as the
-    agent decodes at inference (``AgentConfig.grammar``): the tags, the call's JSON and a "when" answer's windows
-    are certain, every word, tool and number is the policy's. TRL's transformers path has no way to pass a logits
-    processor, so the override repeats it with one (vLLM and continuous batching go to TRL unchanged). Which sample
-    a row belongs to comes from ``_generate_and_score_completions``'s inputs: the first turn has one row per input,
-    in order; a later turn's row continues one of those prompts.
+    A third, with ``constraints``: ``_generate_single_turn`` decodes every rollout turn under the protocol grammar,
+    as the agent decodes at inference (``AgentConfig.grammar``): the tags, the call's JSON and a "when" answer's
+    windows are certain, every word, tool and number is the policy's. TRL's transformers path has no way to pass
+    a logits processor, so the override repeats it with one (vLLM and continuous batching go to TRL unchanged).
+    Which sample a row belongs to comes from ``_generate_and_score_completions``'s inputs: the first turn has one
+    row per input, in order; a later turn's row continues one of those prompts.
 
     A fourth override works around a TRL 1.16 bug: ``_tokenize_prompts`` merges the per-prompt image fields of
     environment rollouts into Python lists of numpy rows, and the tool loop later calls tensor methods on them

@@ -64,6 +64,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 15-17 s): with 30, run7 took 66.6 minutes and GA-GRPO stayed level with SFT (-0.2 ± 0.8). 2,048 tokens
         # hold the agent's 6 tool rounds (a crop's 8 frames and labels are 100-210 tokens): at 1,024, 10 of 48
         # rollouts were cut before a call ran and scored R_fmt 0 (format 0.65; 0.81 at 2,048, steps 1.2x as long).
+        # Rollouts decode under the protocol grammar, as the agent does (format 0.98-1.00, steps ~1.2x as long).
+        # lr 3e-4 or 1e-3 did not help (docs/medscope-tiny.md, run28): at 1e-3 the policy stopped calling tools.
         "grpo": {"max_steps": 20, "lr": 5e-5, "group_size": 8, "batch_size": 8, "max_completion_length": 2048,
                  "temperature": 0.7, "coarse_penalty": 0.0,
                  "gradient_checkpointing": False},

@@ -62,8 +62,8 @@ def turn_grammar(turn: TurnFormat, single_token: Callable[[str], bool] = lambda 
     if unknown:
         raise ValueError(f"no tool named {', '.join(unknown)}; the tools are {', '.join(TOOL_ARGUMENTS)}")
     then = "(call | answer)" if turn.tools else "answer"
-    # ``</think>`` may be left out, as the parser allows: a model that goes straight from its reasoning to
-    # ``<tool_call>`` is not pushed into writing the call inside the reasoning instead.
+    # Unless the reasoning must close, ``</think>`` may be left out, as the parser allows: a model that goes
+    # straight from its reasoning to ``<tool_call>`` is not pushed into writing the call inside the reasoning.
     close = f'{tag("</think>")} "\\n"?' if turn.closed_reasoning else f'({tag("</think>")} "\\n"?)?'
     rules = [
         f'start: {tag("<think>")} THINK {close} {then}',

@@ -262,7 +262,6 @@ class GAGRPOTrainer(GRPOTrainer):
         self._rewards_per_func = None
         return out
 
-
     def _row_formats(self, prompt_ids: Sequence[Sequence[int]]) -> list[TurnFormat]:
         if self._first_prompts is None:  # the rollouts' first turn: one row per input
             if len(prompt_ids) != len(self._formats):

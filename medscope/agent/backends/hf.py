@@ -245,7 +245,6 @@ class TurnConstraints:
         return self._pieces[token]
 
 
-
 class GrammarProcessor:
     """A transformers logits processor that lets through only the tokens ``matcher``'s grammar allows next.
 

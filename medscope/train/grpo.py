@@ -392,7 +392,7 @@ def rollout_format(sample: Sample, explicit_evidence: bool = False) -> TurnForma
                       duration=sample.duration, closed_reasoning=True)
 
 
-def rollout_constraints(config: GRPOStageConfig) -> TurnConstraints | None:
+def rollout_constraints(config: GRPOStageConfig, tokenizer: Any) -> TurnConstraints | None:
     """The grammar's processors for the rollouts when the agent decodes under it (``--grammar``, the default), so
     that training scores the turns inference would write; None with ``--no-grammar``, or with vLLM, whose
     rollouts TRL generates without a way to constrain them to a Lark grammar (a warning says so)."""
@@ -402,7 +402,7 @@ def rollout_constraints(config: GRPOStageConfig) -> TurnConstraints | None:
         log.warning("GA-GRPO: vLLM rollouts are decoded freely (TRL passes them no grammar); the agent decodes "
                     "under the protocol grammar, so format failures in training are ones inference would not make")
         return None
-    return TurnConstraints(load_processor(config.model).tokenizer)
+    return TurnConstraints(tokenizer)
 
 
 def build_trainer(config: GRPOStageConfig) -> GAGRPOTrainer:
@@ -420,16 +420,17 @@ def build_trainer(config: GRPOStageConfig) -> GAGRPOTrainer:
                                  task_type="CAUSAL_LM")
     # Loaded from its folder, so that with kl > 0 TRL re-creates the reference model from _name_or_path.
     model = AutoModelForImageTextToText.from_pretrained(config.model, local_files_only=True, dtype=torch.float32)
+    processor = training_processor(config.model)
     return GAGRPOTrainer(
         model=model,
         reward_funcs=reward_functions(config.reward),
         args=training_args(config),
         train_dataset=Dataset.from_list(grpo_rows(_samples(config), config.agent, folder_prompt(config.model))),
-        processing_class=training_processor(config.model),
+        processing_class=processor,
         environment_factory=environment(config.agent.tools),
         peft_config=peft_config,
         modulation=config.modulation,
-        constraints=rollout_constraints(config),
+        constraints=rollout_constraints(config, processor.tokenizer),
         explicit_evidence=config.agent.explicit_evidence,
         turn_tokens=min(config.agent.max_new_tokens, config.max_completion_length),
     )

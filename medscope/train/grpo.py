@@ -77,8 +77,6 @@ def check_trl(version: str | None = None) -> None:
 COMPONENTS: tuple[str, ...] = ("accuracy", "format", "evidence", "crop", "frame", "tool_used", "unfinished")
 
 
-
-
 # -- completions → protocol turns --------------------------------------------------------------------------------
 
 

@@ -50,8 +50,6 @@ LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_p
 CHECKPOINT_PREFIX = "checkpoint-"
 
 
-
-
 def renders_tool_images(processor: Any, chat_template: str) -> bool:
     """Whether ``chat_template`` shows images inside ``tool`` messages (the backend's probe, on this template)."""
     image_token = getattr(processor, "image_token", "<|image_pad|>")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from pathlib import Path
@@ -57,6 +58,28 @@ def test_batch_request_keeps_order_and_duplicates(synth_path: Path) -> None:
         frames = video.frames_at_indices([300, 5, 301, 5, 119, 0])
         assert [f.index for f in frames] == [300, 5, 301, 5, 119, 0]
         assert [read_frame_code(f.image) for f in frames] == [300, 5, 301, 5, 119, 0]
+
+
+class _CountingSource(VideoSource):
+    seeks = 0
+
+    def _seek(self, keyframe: int, by: str) -> None:
+        self.seeks += 1
+        super()._seek(keyframe, by)
+
+
+def test_a_sequential_read_seeks_once_and_converts_like_pyav(synth_path: Path) -> None:
+    """Reading on past a keyframe needs no seek (an all-intra stream is all keyframes: a seek per frame made
+    whole-video reads slow); one scaler for the file gives the pixels ``VideoFrame.to_image`` gives."""
+    size = fit_size(320, 240, 112 * 112)
+    with av.open(str(synth_path)) as container:
+        decoded = list(itertools.islice(container.decode(video=0), 45))
+        expected = [np.asarray(frame.to_image(width=size[0], height=size[1])) for frame in decoded]
+    with _CountingSource(synth_path) as video:
+        frames = video.frames_at_indices(range(45), max_pixels=112 * 112)  # keyframes at 0, 20 and 40
+        assert video.seeks == 1
+        assert [read_frame_code(f.image) for f in frames] == list(range(45))
+        assert all(np.array_equal(np.asarray(f.image), e) for f, e in zip(frames, expected, strict=True))
 
 
 def test_resize_keeps_aspect_and_cache_serves_repeats(synth_path: Path) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from medscope.video.errors import CorruptVideoError, NotAVideoError, NoVideoStreamError, VideoNotFoundError
@@ -104,6 +105,9 @@ class VideoSource:
         self._pending: av.VideoFrame | None = None  # a frame decoded but not yet walked past
         self._seek_by = ("pts", "dts")  # which timestamp this container's seeks land with, first
         self._position = -1  # index of the last frame the open decoder produced; -1: must seek
+        # One reformatter for the file keeps its scaler: ``VideoFrame.to_image`` builds one per frame, which took
+        # two thirds of a decoded 320x240 frame's time (the same pixels, benchmarks/video_access.py).
+        self._reformatter = VideoReformatter()
 
     # ---- metadata -------------------------------------------------------------------------------------------
     def _build_index(self) -> None:
@@ -219,7 +223,9 @@ class VideoSource:
         """Decode the sorted ``indices``, seeking only when the open decoder cannot reach a target sooner."""
         for target in indices:
             keyframe = self.keyframe_at_or_before(target)
-            if not (keyframe <= self._position < target and self._decoder is not None):
+            # The open decoder reaches the target without a seek when it stands at or after the frame before the
+            # target's keyframe: in an all-intra stream (every frame a keyframe) a sequential read seeks never.
+            if not (keyframe - 1 <= self._position < target and self._decoder is not None):
                 keyframe = self._seek_before(target, keyframe)
             assert self._decoder is not None
             budget = target - keyframe + 64  # bound the walk so a broken stream can never spin forever
@@ -230,7 +236,8 @@ class VideoSource:
                     raise CorruptVideoError(f"{self.path}: frame {target} not reached after its keyframe.")
                 if self._position == target:
                     width, height = size
-                    yield target, _upright(frame.to_image(width=width, height=height), frame.rotation)
+                    rgb = self._reformatter.reformat(frame, width=width, height=height, format="rgb24")
+                    yield target, _upright(rgb.to_image(), frame.rotation)
             if self._position != target:  # the decoder jumped past it: the frame cannot be decoded
                 self._decoder = None
                 raise CorruptVideoError(f"{self.path}: frame {target} ({self.frame_times[target]:.3f}s) is missing.")

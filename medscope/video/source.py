@@ -105,8 +105,8 @@ class VideoSource:
         self._pending: av.VideoFrame | None = None  # a frame decoded but not yet walked past
         self._seek_by = ("pts", "dts")  # which timestamp this container's seeks land with, first
         self._position = -1  # index of the last frame the open decoder produced; -1: must seek
-        # One reformatter for the file keeps its scaler: ``VideoFrame.to_image`` builds one per frame, which took
-        # two thirds of a decoded 320x240 frame's time (the same pixels, benchmarks/video_access.py).
+        # One reformatter for the file keeps its scaler: ``VideoFrame.to_image`` builds one per frame, three quarters
+        # of a decoded 320x240 frame's time, for the same pixels (tests/test_video_source.py).
         self._reformatter = VideoReformatter()
 
     # ---- metadata -------------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 ``VideoSource`` opens a file once, indexes every packet's presentation timestamp and keyframe flag by
 demuxing (no decoding), and then serves "the frame whose presentation time is nearest t" by seeking to the
 keyframe at or before that frame and decoding forward. Requests are sorted so that several frames in one
-GOP cost one decode, the open decoder is reused when the next request lies ahead in the same GOP, and an
-LRU cache keeps the resized images of recent frames.
+GOP cost one decode, the open decoder is reused when the next request lies ahead in the same GOP (or is the
+keyframe right after it), and an LRU cache keeps the resized images of recent frames.
 
 Times are seconds from the first frame of the video stream. This module knows nothing of tools, budgets
 or models; ``medscope.video.tools`` builds those on top.

@@ -1,12 +1,13 @@
 """Evaluating a local model with concurrent episodes (``medscope eval --backend hf --workers N``): their turns are
-decoded together (``BatchingBackend`` over ``HFBackend.generate_batch``) against one episode at a time, in one run.
+decoded together (``BatchingBackend`` over ``HFBackend.generate_batch``) against one episode at a time, each with
+and without the prefix cache (``--no-prefix-cache``: every turn encodes its whole conversation again), in one run.
 
 medscope-tiny (the built-in model, one torch thread, the tiny preset's 96 tokens a turn) answers the questions of
 a suite built from SynthClin videos made as the tiny preset makes them, none of them trained on. Each condition
 runs the same questions; conditions alternate over the rounds, so drift in the machine's load hits all alike. Per
 condition: seconds per question, the mean batch size, and how many episodes are the same, turn for turn, as one at
-a time (greedy decoding: they should all be). Prints a table and writes ``benchmarks/results/eval_batching.json``.
-Run: ``python benchmarks/eval_batching.py``.
+a time without the cache (greedy decoding: they should all be). Prints a table and writes
+``benchmarks/results/eval_batching.json``. Run: ``python benchmarks/eval_batching.py``.
 """
 
 from __future__ import annotations
@@ -49,35 +50,38 @@ def main() -> None:
         samples += list(read_jsonl(work / str(seed) / "samples.jsonl"))
     samples = samples[:: max(1, len(samples) // args.questions)][: args.questions]  # every kind of question
     agent = AgentConfig(max_new_tokens=96)
-    seconds = {w: 0.0 for w in args.workers}
-    batches: dict[int, list[int]] = {w: [] for w in args.workers}
-    turns: dict[int, dict[str, list[str]]] = {}
+    conditions = [(workers, cache) for workers in args.workers for cache in (False, True)]
+    seconds = dict.fromkeys(conditions, 0.0)
+    batches: dict[tuple[int, bool], list[int]] = {c: [] for c in conditions}
+    turns: dict[tuple[int, bool], dict[str, list[str]]] = {}
     for round_ in range(args.rounds):
-        for workers in args.workers:
-            make = backend_factory("hf", model=None, base_url=None, options=BackendOptions(device="cpu"),
-                                   batch=workers)
+        for workers, cache in conditions:
+            make = backend_factory("hf", model=None, base_url=None,
+                                   options=BackendOptions(device="cpu", prefix_cache=cache), batch=workers)
             backend = make(samples[0])
             start = time.perf_counter()
-            results = run_samples(samples, make, work / f"{round_}-{workers}" / "results.jsonl", agent,
+            results = run_samples(samples, make, work / f"{round_}-{workers}-{cache}" / "results.jsonl", agent,
                                   run=f"workers {workers}", workers=workers)
-            seconds[workers] += time.perf_counter() - start
-            batches[workers] += backend.batches if isinstance(backend, BatchingBackend) else [1] * sum(
+            seconds[workers, cache] += time.perf_counter() - start
+            batches[workers, cache] += backend.batches if isinstance(backend, BatchingBackend) else [1] * sum(
                 len(r["episode"]["turns"]) for r in results)
-            turns[workers] = {r["id"]: [t["raw"] for t in r["episode"]["turns"]] for r in results}
+            turns[workers, cache] = {r["id"]: [t["raw"] for t in r["episode"]["turns"]] for r in results}
     shutil.rmtree(work, ignore_errors=True)
-    alone = turns[min(args.workers)]
+    first = conditions[0]
+    alone = turns[first]
     rows = {}
-    for workers in args.workers:
-        per_question = seconds[workers] / (args.rounds * len(samples))
-        rows[str(workers)] = {"s_per_question": per_question,
-                              "mean_batch": sum(batches[workers]) / max(1, len(batches[workers])),
-                              "speedup": seconds[min(args.workers)] / seconds[workers],
-                              "same_episodes": sum(turns[workers][k] == v for k, v in alone.items())}
-    print("| workers | s / question | mean batch | speed-up | episodes the same as one at a time |")
-    print("|---|---|---|---|---|")
-    for workers, row in rows.items():
-        print(f"| {workers} | {row['s_per_question']:.2f} | {row['mean_batch']:.1f} | {row['speedup']:.2f}x | "
-              f"{row['same_episodes']} of {len(alone)} |")
+    for workers, cache in conditions:
+        per_question = seconds[workers, cache] / (args.rounds * len(samples))
+        rows[f"{workers}{' cached' if cache else ''}"] = {
+            "workers": workers, "prefix_cache": cache, "s_per_question": per_question,
+            "mean_batch": sum(batches[workers, cache]) / max(1, len(batches[workers, cache])),
+            "speedup": seconds[first] / seconds[workers, cache],
+            "same_episodes": sum(turns[workers, cache][k] == v for k, v in alone.items())}
+    print("| workers | prefix cache | s / question | mean batch | speed-up | episodes the same as one at a time |")
+    print("|---|---|---|---|---|---|")
+    for row in rows.values():
+        print(f"| {row['workers']} | {'on' if row['prefix_cache'] else 'off'} | {row['s_per_question']:.2f} | "
+              f"{row['mean_batch']:.1f} | {row['speedup']:.2f}x | {row['same_episodes']} of {len(alone)} |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "eval_batching.json", json.dumps({

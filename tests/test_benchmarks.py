@@ -39,6 +39,7 @@ def test_eval_batching_benchmark_compares_the_same_questions(tmp_path: Path) -> 
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_batching.py"), "--questions", "4",
                     "--workers", "1", "2", "--out", str(tmp_path)], check=True, cwd=ROOT, timeout=900)
     result = json.loads((tmp_path / "eval_batching.json").read_text())
-    assert set(result["rows"]) == {"1", "2"} and result["questions"] == 4
-    assert result["rows"]["2"]["same_episodes"] == 4  # greedy turns decoded together are the turns decoded alone
+    assert set(result["rows"]) == {"1", "1 cached", "2", "2 cached"} and result["questions"] == 4
+    for row in ("1 cached", "2", "2 cached"):  # greedy turns, batched or cached, are the turns decoded alone
+        assert result["rows"][row]["same_episodes"] == 4
     assert 1.0 < result["rows"]["2"]["mean_batch"] <= 2

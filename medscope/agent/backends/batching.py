@@ -4,9 +4,10 @@ its next turn (or ``size`` have), and the batch is decoded in one ``generate_bat
 The agent loop stays one episode per thread, unchanged; only the model call is shared. A decoding step of a
 batch costs less than its rows one by one (the tiny model on one CPU thread: eight rows 2.5x one row's time), so
 ``medscope eval --backend hf --workers N`` runs N episodes at once through this class. Greedy turns are the same
-as decoded one at a time (prompts are padded on the left; a test checks it). On a CPU the gain is small
-(medscope-tiny: 1.1-1.25x at 8, ``benchmarks/eval_batching.py``): every turn's images are encoded again and a
-batch decodes as long as its longest turn.
+as decoded one at a time (prompts are padded on the left; a test checks it). Alone, batching gains little on a
+CPU (medscope-tiny: 1.1-1.25x at 8, ``benchmarks/eval_batching.py``): every turn's conversation is encoded again
+and a batch decodes as long as its longest turn. With the HF backend's prefix cache (``prefix_cache.py``) a turn
+encodes only what it adds, and the batch shares the decoding steps.
 
 Use: ``with batcher.episode(): run_episode(batcher, ...)`` in each thread. The ``episode`` count is what lets a
 batch start without a timer: a batch starts when all running episodes wait, so an episode between turns (running

@@ -23,6 +23,7 @@ from medscope.agent.backends.base import (
     tool_messages_as_user,
     truncate_at_stop,
 )
+from medscope.agent.backends.prefix_cache import PrefixCache, frame, supports_prefix_cache
 from medscope.agent.grammar import TurnFormat, longest_ending, number_fits, time_slot, turn_grammar
 from medscope.agent.protocol import model_prompt, tool_schemas
 
@@ -37,7 +38,8 @@ class HFBackend:
     """
 
     def __init__(
-        self, model: Any, processor: Any, *, name: str, do_sample: bool = False, temperature: float = 1.0
+        self, model: Any, processor: Any, *, name: str, do_sample: bool = False, temperature: float = 1.0,
+        prefix_cache: bool = True,
     ) -> None:
         self.model = model
         self.processor = processor
@@ -60,6 +62,9 @@ class HFBackend:
         self._end_ids = ends
         self._end_texts = [t for t in self.tokenizer.convert_ids_to_tokens(sorted(ends)) if t]
         self.constraints = TurnConstraints(self.tokenizer)
+        # Each conversation's cache, kept between its turns (``prefix_cache``); None where the model's cache
+        # cannot be cut back and padded, or when asked not to.
+        self.prefix_cache = PrefixCache() if prefix_cache and supports_prefix_cache(model) else None
 
     @classmethod
     def from_pretrained(
@@ -178,7 +183,7 @@ class HFBackend:
                                                      self.constraints.processor(r.turn, length, max_new_tokens)
                                                      for r in requests])]
         with torch.inference_mode():
-            output = self.model.generate(**inputs, **gen)
+            output = self._decode(inputs, per_row, gen)
         texts = []
         for row in output[:, length:].tolist():
             new_ids = [i for i in row if i not in self._end_ids]
@@ -188,6 +193,24 @@ class HFBackend:
             texts.append(truncate_at_stop(text, stop))
         self.last_prompt_stats["new_tokens"] = len(new_ids)  # the last row's
         return texts
+
+    def _decode(self, inputs: Any, per_row: Sequence[Sequence[Any]], gen: dict[str, Any]) -> Any:
+        """``generate`` over the batch: prompts followed by their new tokens. From the rows' kept caches where the
+        prefix cache is on (images only: a video's frames are not counted per placeholder here)."""
+        if self.prefix_cache is None or "pixel_values_videos" in inputs or inputs["input_ids"].shape[1] < 2:
+            return self.model.generate(**inputs, **gen)
+        merge = int(getattr(self.processor.image_processor, "merge_size", 1))
+        grid = inputs.get("image_grid_thw")
+        tokens = [] if grid is None else (grid.prod(dim=-1) // merge**2).tolist()
+        frames, first = [], 0
+        for images in per_row:
+            frames.append([frame(image, n) for image, n in zip(images, tokens[first : first + len(images)],
+                                                                strict=True)])
+            first += len(images)
+        start = self.prefix_cache.prepare(self.model, inputs, frames, self.image_token_id)
+        output = self.model.generate(**start, **gen, return_dict_in_generate=True)
+        self.prefix_cache.keep(self.model, output.sequences, inputs["attention_mask"], output.cache, frames)
+        return output.sequences
 
     def _stats(self, inputs: Any, per_row: Sequence[Sequence[Any]]) -> dict[str, int]:
         """What the last row's model input holds (its images are the last rows of ``image_grid_thw``)."""

@@ -244,6 +244,23 @@ def test_rollouts_decode_under_the_protocol_grammar(suite: Path, tiny_model: Pat
     assert step["rewards/format/mean"] > 0
 
 
+def test_rollout_turns_reuse_their_cache(suite: Path, warm: Path, tmp_path: Path) -> None:
+    """Rollouts under the grammar keep each rollout's cache between its turns (``--prefix-cache``, the default)
+    and write what they write without it: the same seed samples the same tool calls and answers, step by step."""
+    logs = {}
+    for cache in (True, False):
+        out = grpo.main(_config(suite, warm, tmp_path / str(cache), max_steps=2, lr=1e-12, prefix_cache=cache,
+                                max_completion_length=2048))  # room for the tool results' frames: later turns
+        logs[cache] = [e for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    assert len(logs[True]) == len(logs[False]) == 2
+    keys = [k for k in logs[False][0] if k.startswith(("rewards/", "completions/", "tools/"))]
+    for cached, plain in zip(logs[True], logs[False], strict=True):
+        assert {k: cached[k] for k in keys} == {k: plain[k] for k in keys}
+        assert cached["tools/call_frequency"] > 0  # later turns were there to reuse
+        assert cached["prefix_cache/reused_frac"] > 0.3
+    assert "prefix_cache/reused_frac" not in logs[False][0]
+
+
 def test_rollout_turns_keep_their_samples_format(suite: Path, tiny_model: Path, tmp_path: Path) -> None:
     trainer = grpo.build_trainer(_config(suite, tiny_model, tmp_path / "a"))
     assert trainer.constraints is not None and trainer.turn_tokens == AGENT.max_new_tokens

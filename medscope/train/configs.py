@@ -105,6 +105,9 @@ class GRPOStageConfig:
     lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha"})
     gradient_checkpointing: bool = field(default=True, metadata={"help": "recompute activations in backward"})
+    prefix_cache: bool = field(
+        default=True, metadata={"help": "transformers rollouts under the grammar: keep each rollout's attention cache "
+                                        "between its turns within a step, so a turn encodes only what it adds"})
     use_vllm: bool = field(default=False, metadata={"help": "generate with vLLM (GPU, vllm installed)"})
     vllm_mode: str = field(default="colocate", metadata={"help": "colocate | server"})
     save_steps: int = field(default=100, metadata={"help": "steps between checkpoints"})

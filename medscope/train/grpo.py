@@ -34,6 +34,7 @@ from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
 from medscope.agent.backends.hf import BatchGrammar, TurnConstraints
+from medscope.agent.backends.prefix_cache import Frame, PrefixCache, frame, supports_prefix_cache
 from medscope.agent.backends.processors import load_processor
 from medscope.agent.grammar import TOOL_NAMES, TurnFormat
 from medscope.agent.protocol import folder_prompt, tool_schemas
@@ -206,7 +207,10 @@ class GAGRPOTrainer(GRPOTrainer):
     windows are certain, every word, tool and number is the policy's. TRL's transformers path has no way to pass
     a logits processor, so the override repeats it with one (vLLM and continuous batching go to TRL unchanged).
     Which sample a row belongs to comes from ``_generate_and_score_completions``'s inputs: the first turn has one
-    row per input, in order; a later turn's row continues one of those prompts.
+    row per input, in order; a later turn's row continues one of those prompts. With ``prefix_cache`` each
+    rollout's attention cache is kept between its turns within a step (TRL passes a later turn the earlier
+    tokens as they were, so the cache holds all of them): a turn encodes only the tool result and its frames, as
+    the agent's ``HFBackend`` does. A new step starts with no cache, its weights being new.
 
     A fourth override works around a TRL 1.16 bug: ``_tokenize_prompts`` merges the per-prompt image fields of
     environment rollouts into Python lists of numpy rows, and the tool loop later calls tensor methods on them
@@ -216,8 +220,10 @@ class GAGRPOTrainer(GRPOTrainer):
 
     def __init__(self, *args: Any, modulation: bool = True, up: float = 1.2, down: float = 0.8,
                  constraints: TurnConstraints | None = None, explicit_evidence: bool = False, turn_tokens: int = 512,
-                 **kwargs: Any) -> None:
+                 prefix_cache: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.prefix_cache = prefix_cache and supports_prefix_cache(self.model)
+        self._prefix: PrefixCache | None = None  # the step's rollouts' caches, while they are generated
         self.modulation, self.up, self.down = modulation, up, down
         self.constraints, self.explicit_evidence, self.turn_tokens = constraints, explicit_evidence, turn_tokens
         self._formats: list[TurnFormat] = []  # the batch's rollouts, one per input row
@@ -246,7 +252,15 @@ class GAGRPOTrainer(GRPOTrainer):
         if self.constraints is not None:
             self._formats = [rollout_format(_sample(row["sample"]), self.explicit_evidence) for row in inputs]
             self._first_prompts = None
-        out = super()._generate_and_score_completions(inputs)
+        self._prefix = PrefixCache(capacity=2 * len(inputs)) if self.prefix_cache else None
+        try:
+            out = super()._generate_and_score_completions(inputs)
+        finally:
+            if self._prefix is not None:  # how much of the rollouts' prompts came from the cache
+                mode = "train" if self.model.training else "eval"
+                total = max(1, self._prefix.reused + self._prefix.encoded)
+                self._metrics[mode]["prefix_cache/reused_frac"].append(self._prefix.reused / total)
+            self._prefix = None
         if not self.modulation or self._rewards_per_func is None:
             return out
         start = self.accelerator.process_index * len(inputs)
@@ -272,6 +286,20 @@ class GAGRPOTrainer(GRPOTrainer):
             if not match:
                 raise RuntimeError("a rollout turn continues none of the batch's prompts")
             rows.append(self._formats[match[0]])
+        return rows
+
+    def _frames(self, images: Any, inputs: dict[str, Any]) -> list[list[Frame]] | None:
+        """Each row's images as the prefix cache tells them apart (None for a batch with videos)."""
+        if "pixel_values_videos" in inputs:
+            return None
+        grid = inputs.get("image_grid_thw")
+        merge = int(getattr(self.processing_class.image_processor, "merge_size", 1))
+        tokens = [] if grid is None else (grid.prod(dim=-1) // merge**2).tolist()
+        rows, first = [], 0
+        for row in images or [None] * len(inputs["input_ids"]):
+            row = list(row or [])
+            rows.append([frame(image, n) for image, n in zip(row, tokens[first : first + len(row)], strict=True)])
+            first += len(row)
         return rows
 
     def _generate_single_turn(self, prompt_ids: Any, images: Any, multimodal_fields: dict[str, Any],
@@ -306,6 +334,7 @@ class GAGRPOTrainer(GRPOTrainer):
         inputs = Trainer._prepare_inputs(self, inputs)  # to the device (GRPOTrainer's own would start a rollout)
         width = padded.size(1)
         grammar = BatchGrammar([self.constraints.processor(f, width, self.turn_tokens) for f in formats])
+        frames = self._frames(images, inputs) if self._prefix is not None else None
         with (
             unwrap_model_for_generation(self.model_wrapped, self.accelerator,
                                         gather_deepspeed3_params=self.args.ds3_gather_for_generation,
@@ -315,7 +344,14 @@ class GAGRPOTrainer(GRPOTrainer):
             torch.no_grad(),
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
-            out = model.generate(**inputs, generation_config=self.generation_config, logits_processor=[grammar])
+            if self._prefix is not None and frames is not None:
+                start = self._prefix.prepare(model, inputs, frames, self._image_pad_token_id or -1)
+                generated = model.generate(**start, generation_config=self.generation_config,
+                                           logits_processor=[grammar], return_dict_in_generate=True)
+                self._prefix.keep(model, generated.sequences, inputs["attention_mask"], generated.cache, frames)
+                out = generated.sequences
+            else:
+                out = model.generate(**inputs, generation_config=self.generation_config, logits_processor=[grammar])
         completions = out[:, width:].cpu()
         ends = torch.isin(completions, torch.tensor(self.eos_token_ids))
         lengths = torch.where(ends.any(dim=1), ends.int().argmax(dim=1) + 1, completions.size(1))
@@ -431,6 +467,7 @@ def build_trainer(config: GRPOStageConfig) -> GAGRPOTrainer:
         constraints=rollout_constraints(config, processor.tokenizer),
         explicit_evidence=config.agent.explicit_evidence,
         turn_tokens=min(config.agent.max_new_tokens, config.max_completion_length),
+        prefix_cache=config.prefix_cache,
     )
 
 

@@ -234,3 +234,25 @@ def test_config_validation() -> None:
         SynthClinConfig(event_seconds=(5.0, 2.0))
     assert SynthClinConfig(event_seconds=[1, 3]).event_seconds == (1.0, 3.0)  # type: ignore[arg-type]
     assert all(f.metadata.get("help") for f in dataclasses.fields(SynthClinConfig))
+
+
+def test_a_tool_is_pasted_only_where_its_box_meets_the_frame() -> None:
+    """``_paste_window`` (the tool's bounding box only) writes the pixels pasting the whole window writes, for
+    every tool, both sides and windows that cut the tool at every edge."""
+    from medscope.video.synthclin import plan_annotation
+    from medscope.video.synthclin_render import Renderer, _paste, _paste_window
+
+    config = SynthClinConfig(duration_seconds=60.0, seed=3)
+    renderer = Renderer(config, plan_annotation(config, "x.mp4"))
+    rng = np.random.default_rng(0)
+    h, w, pad = renderer.h, renderer.w, renderer.pad
+    for label in ("grasper", "hook", "clipper", "scissors", "irrigator"):
+        for side in ("left", "right"):
+            rgb, mask, box = renderer._layer(label, side)
+            assert mask.any() and box[1] > box[0] and box[3] > box[2]
+            for y0, x0 in [(0, 0), (2 * pad, 2 * pad), *rng.integers(0, 2 * pad + 1, (20, 2)).tolist()]:
+                base = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                whole, boxed = base.copy(), base.copy()
+                _paste(whole, rgb[y0 : y0 + h, x0 : x0 + w], mask[y0 : y0 + h, x0 : x0 + w], 0, 0)
+                _paste_window(boxed, rgb, mask, box, y0, x0)
+                assert np.array_equal(whole, boxed)

@@ -126,6 +126,17 @@ def _paste(out: np.ndarray, rgb: np.ndarray, mask: np.ndarray, top: int, left: i
         np.copyto(region, rgb[t0:t1, l0:l1], where=mask[t0:t1, l0:l1, None])
 
 
+def _paste_window(out: np.ndarray, rgb: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int], y0: int,
+                  x0: int) -> None:
+    """Paste the frame-sized window of a layer at (y0, x0) into ``out``, only where it meets ``box`` (the mask's
+    bounding box): the whole window, mostly masked out, was 40% of rendering a video, for the same pixels."""
+    h, w = out.shape[:2]
+    r0, r1, c0, c1 = box
+    top, bottom, left, right = max(y0, r0), min(y0 + h, r1), max(x0, c0), min(x0 + w, c1)
+    if bottom > top and right > left:
+        _paste(out, rgb[top:bottom, left:right], mask[top:bottom, left:right], top - y0, left - x0)
+
+
 class Renderer:
     """Draws frame i of an annotated video. Everything costly is precomputed; a frame is a crop and pastes."""
 
@@ -152,7 +163,8 @@ class Renderer:
         for k, x in enumerate(self.tools):
             for i in frames_in(x["start"], x["end"], self.fps, n):
                 self.active[i].append(("tool", k))
-        self.layers: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        # Per tool and side: its layer's pixels, mask, and the mask's bounding box (rows, then columns, end-exclusive).
+        self.layers: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]] = {}
         self.events = [
             self._event_asset(rng, e, frames_in(e["start"], e["end"], self.fps, n)) for e in annotation["events"]
         ]
@@ -196,10 +208,14 @@ class Renderer:
             asset["haze"] = _noise(rng, (self.h, 2 * self.w), (4, 10)).astype(np.float32)
         return asset
 
-    def _layer(self, label: str, side: str) -> tuple[np.ndarray, np.ndarray]:
+    def _layer(self, label: str, side: str) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
         if (label, side) not in self.layers:
             rgb, mask = _tool_layer(label, self.w, self.h, self.pad)
-            self.layers[label, side] = (rgb, mask) if side == "left" else (rgb[:, ::-1], mask[:, ::-1])
+            if side != "left":
+                rgb, mask = rgb[:, ::-1], mask[:, ::-1]
+            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1) if rows.size else (0, 0, 0, 0)
+            self.layers[label, side] = (rgb, mask, box)
         return self.layers[label, side]
 
     def _draw_tool(self, out: np.ndarray, tool: dict[str, Any], t: float) -> None:
@@ -210,10 +226,10 @@ class Renderer:
         vx = -back * math.cos(_TOOL_ANGLE) + 0.01 * self.w * math.sin(t / 0.5 + tool["wob"])
         vy = back * math.sin(_TOOL_ANGLE) + tool["jitter"] + 0.01 * self.w * math.sin(t / 0.7 + tool["wob"])
         vx = -vx if tool["side"] == "right" else vx
-        rgb, mask = self._layer(tool["label"], tool["side"])
+        rgb, mask, box = self._layer(tool["label"], tool["side"])
         x0 = int(np.clip(self.pad - round(vx), 0, 2 * self.pad))
         y0 = int(np.clip(self.pad - round(vy), 0, 2 * self.pad))
-        _paste(out, rgb[y0 : y0 + self.h, x0 : x0 + self.w], mask[y0 : y0 + self.h, x0 : x0 + self.w], 0, 0)
+        _paste_window(out, rgb, mask, box, y0, x0)
 
     def _draw_event(self, out: np.ndarray, ev: dict[str, Any], i: int) -> None:
         progress = (i - ev["first"]) / max(1, ev["count"] - 1)

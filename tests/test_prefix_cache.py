@@ -142,3 +142,46 @@ def test_real_episodes_reuse_their_turns(synth_video: Any, tmp_path: Path, one_t
     # A turn continuing its episode took the episode's row over; a new episode copied the shared start (system
     # prompt) from another's, which stayed: one row per episode is left.
     assert len(cached.prefix_cache) == len(samples)
+
+
+def test_the_image_cache_processes_each_frame_once(models: dict[str, Path]) -> None:
+    """The processor behind ``ImageCache`` gives what the stock one gives, turn after turn of frames shown again,
+    while its image processor sees each new frame once."""
+    from medscope.agent.backends.prefix_cache import ImageCache
+    from medscope.agent.backends.processors import load_processor
+
+    cached, stock = load_processor(models["qwen3_vl"]), load_processor(models["qwen3_vl"])
+    seen: list[int] = []
+
+    class Counting:  # the stock image processor, counting the images it is given
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "inner":
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+        def __call__(self, images: Any, **kwargs: Any) -> Any:
+            seen.append(len(images))
+            return self.inner(images, **kwargs)
+
+    cached.image_processor = ImageCache(Counting(cached.image_processor), capacity=8)
+    convo = _first_turns()[1]
+    for turn in range(3):
+        images = [part["image"] for m in convo for part in m["content"] if part["type"] == "image"]
+        text = stock.apply_chat_template(convo, tokenize=False, add_generation_prompt=True)
+        ours = cached(text=[text], images=images, return_tensors="pt")
+        theirs = stock(text=[text], images=images, return_tensors="pt")
+        assert ours.keys() == theirs.keys()
+        for key in theirs:
+            assert torch.equal(ours[key], theirs[key]), key
+        convo.append({"role": "user", "content": _frames(2 + turn, 60 + turn, (64 + 16 * turn, 48))})
+    assert seen == [4, 2, 3]  # the first turn's four frames, then only each turn's new ones
+    assert len(cached.image_processor._rows) == 9  # never fewer than the last call's own frames
+    cached.image_processor([images[0]], return_tensors="pt")
+    assert len(cached.image_processor._rows) == 8 and seen == [4, 2, 3]  # a seen frame; the oldest dropped
+    backend = HFBackend.from_pretrained(models["qwen3_vl"], threads=1)  # encodes through a copy with the cache
+    assert isinstance(backend._encode.image_processor, ImageCache)
+    assert not isinstance(backend.processor.image_processor, ImageCache)
+    assert "Qwen3VLProcessor" in repr(backend.processor)  # the stock processor, to save or describe

@@ -8,6 +8,7 @@ that cannot show images inside ``tool`` messages: those conversations are rewrit
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import re
@@ -23,7 +24,7 @@ from medscope.agent.backends.base import (
     tool_messages_as_user,
     truncate_at_stop,
 )
-from medscope.agent.backends.prefix_cache import PrefixCache, frame, supports_prefix_cache
+from medscope.agent.backends.prefix_cache import ImageCache, PrefixCache, frame, supports_prefix_cache
 from medscope.agent.grammar import TurnFormat, longest_ending, number_fits, time_slot, turn_grammar
 from medscope.agent.protocol import model_prompt, tool_schemas
 
@@ -65,6 +66,12 @@ class HFBackend:
         # Each conversation's cache, kept between its turns (``prefix_cache``); None where the model's cache
         # cannot be cut back and padded, or when asked not to.
         self.prefix_cache = PrefixCache() if prefix_cache and supports_prefix_cache(model) else None
+        # What turns prompts and frames into model inputs: with the cache, a copy of the processor whose image
+        # processor handles each frame once (``self.processor`` itself stays stock, to save or describe).
+        self._encode = processor
+        if self.prefix_cache is not None:
+            self._encode = copy.copy(processor)
+            self._encode.image_processor = ImageCache(processor.image_processor)
 
     @classmethod
     def from_pretrained(
@@ -160,8 +167,8 @@ class HFBackend:
                 )
         images = [image for row in per_row for image in row]
         # Left padding: every row's next token comes at the same position, as generate needs.
-        inputs = self.processor(text=prompts, images=images or None, return_tensors="pt", padding=True,
-                                padding_side="left")
+        inputs = self._encode(text=prompts, images=images or None, return_tensors="pt", padding=True,
+                              padding_side="left")
         # Everything the processor returns goes to generate: Qwen3-VL needs mm_token_type_ids with the images.
         inputs = inputs.to(self.model.device)
         if "pixel_values" in inputs:

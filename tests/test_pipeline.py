@@ -29,6 +29,10 @@ def test_train_all_smoke_runs_every_stage_then_resumes(tmp_path: Path, capfd: py
     frames = {row: tables[row]["frames_viewed"] for row in ("uniform baseline 1×", "uniform baseline 4×")}
     assert frames["uniform baseline 4×"] == 4 * frames["uniform baseline 1×"]
     assert (tmp_path / "curriculum" / "curriculum.json").is_file() and (tmp_path / "sft_uniform" / "DONE").is_file()
+    # Both SFT stages trained on the rows built while the curriculum ran.
+    for name in ("sft", "sft_uniform"):
+        assert (tmp_path / f"{name}_rows" / "rows" / "rows_key.json").is_file()
+        assert f"{name}_rows/rows" in (tmp_path / name / "run_config.yaml").read_text()
     shipped = tmp_path / "medscope-smoke"
     card = (shipped / "README.md").read_text()
     assert "medscope train all --preset smoke" in card and results.strip() in card
@@ -49,7 +53,7 @@ def test_train_all_smoke_runs_every_stage_then_resumes(tmp_path: Path, capfd: py
     capfd.readouterr()
     main(PipelineConfig(preset="smoke", out=str(tmp_path), ablations=False))
     log = capfd.readouterr().err  # the stages run in worker processes: their stderr is the fd
-    assert log.count("done before, skipped") == 18 and "..." not in log  # nothing ran again
+    assert log.count("done before, skipped") == 20 and "..." not in log  # nothing ran again
 
 
 def test_standard_errors_are_clustered_by_video(tmp_path: Path) -> None:

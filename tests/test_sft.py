@@ -65,6 +65,20 @@ def _processor(arch: tiny.Arch, texts: list[str]) -> Any:
     return tiny.build_processor(arch, tokenizer, max_pixels=MAX_PIXELS)
 
 
+def test_rows_built_beforehand_train_the_same_and_are_checked(suite: Path, base_model: Path, tmp_path: Path) -> None:
+    """``save_rows`` (the tiny recipe builds rows while the curriculum trains) gives the rows ``main`` would build,
+    and ``main`` refuses rows built from other settings, naming them."""
+    sft.save_rows(_config(suite, base_model, tmp_path / "unused"), base_model, tmp_path / "rows")
+    built = sft.main(_config(suite, base_model, tmp_path / "built"))
+    saved = sft.main(_config(suite, base_model, tmp_path / "saved", rows=str(tmp_path / "rows")))
+    before, after = _weights(built), _weights(saved)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # same rows, same seed: the same steps
+    with pytest.raises(ValueError, match="built with other repair"):
+        sft.main(_config(suite, base_model, tmp_path / "other", rows=str(tmp_path / "rows"), repair=0.5))
+    with pytest.raises(ValueError, match="no rows saved there"):
+        sft.main(_config(suite, base_model, tmp_path / "none", rows=str(tmp_path / "missing")))
+
+
 @pytest.fixture(scope="module")
 def base_model(texts: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     processor = _processor("qwen3_vl", texts)

@@ -43,6 +43,8 @@ class SFTStageConfig:
     report_to: str = field(default="none", metadata={"help": REPORT_HELP})
     repair: float = field(default=0.0, metadata={"help": "stage 2: share of trajectories shown with a slip (a window "
                                                          "that ends where it starts), its tool error and the repair"})
+    rows: str = field(default="", metadata={"help": "the rows built beforehand (`sft.save_rows`: a folder) instead "
+                                                    "of building them here; refused unless built from these settings"})
     # The frames and the system prompt must be the ones the trajectories were built with and the agent runs with.
     agent: AgentConfig = field(default_factory=AgentConfig)
 

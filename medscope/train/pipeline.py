@@ -236,14 +236,30 @@ def uniform_trajectories_stage(folder: Path, suite: str) -> None:
     write_jsonl(folder / "trajectories.jsonl", out)
 
 
-def sft_stage(folder: Path, data: str, model: str, settings: dict[str, Any], seed: int,
-              uniform_suite: str | None) -> None:
-    """SFT on trajectories; ``uniform_suite``: the fair baseline's, whose prompt shows uniform frames."""
-    from medscope.train import sft
+def _sft_config(folder: Path, data: str, model: str, settings: dict[str, Any], seed: int,
+                uniform_suite: str | None, rows: str = "") -> Any:
     from medscope.train.configs import SFTStageConfig
 
     agent = {} if uniform_suite is None else {"agent": uniform_agent(uniform_frames(Path(uniform_suite)))}
-    sft.main(SFTStageConfig(stage=2, data=data, model=model, out=str(folder), seed=seed, **settings, **agent))
+    return SFTStageConfig(stage=2, data=data, model=model, out=str(folder), seed=seed, rows=rows, **settings, **agent)
+
+
+def sft_rows_stage(folder: Path, data: str, model: str, settings: dict[str, Any], seed: int,
+                   uniform_suite: str | None) -> None:
+    """The SFT stage's rows, built for ``model``'s processor and prompt (the initial model's, which the curriculum
+    keeps) while the curriculum trains: its two threads leave part of the second core idle."""
+    from medscope.train import sft
+
+    sft.save_rows(_sft_config(folder, data, model, settings, seed, uniform_suite), model, folder / "rows")
+
+
+def sft_stage(folder: Path, data: str, model: str, settings: dict[str, Any], seed: int,
+              uniform_suite: str | None, rows: str = "") -> None:
+    """SFT on trajectories; ``uniform_suite``: the fair baseline's, whose prompt shows uniform frames; ``rows``:
+    its rows built beforehand (``sft_rows_stage``)."""
+    from medscope.train import sft
+
+    sft.main(_sft_config(folder, data, model, settings, seed, uniform_suite, rows))
 
 
 def grpo_stage(folder: Path, data: str, model: str, settings: dict[str, Any], seed: int) -> None:
@@ -330,14 +346,18 @@ def plan(config: PipelineConfig) -> tuple[list[Job], dict[str, str]]:
                                              "spec": preset["curriculum"], "seed": seed},
             ("init", "uniform_trajectories")),
         Job("uniform_trajectories", uniform_trajectories_stage, {"suite": path["suite_train"]}, ("suite_train",)),
-        # The agent learns from the teacher's episodes; the fair baseline, from the same curriculum checkpoint and
-        # the same samples for as many epochs, to answer from uniform frames.
-        Job("sft", sft_stage, {"data": str(out / "suite_train" / "trajectories.jsonl"), "model": path["curriculum"],
-                               "settings": preset["sft"], "seed": seed, "uniform_suite": None}, ("curriculum",)),
-        Job("sft_uniform", sft_stage, {"data": str(out / "uniform_trajectories" / "trajectories.jsonl"),
-                                       "model": path["curriculum"], "settings": preset["sft"], "seed": seed,
-                                       "uniform_suite": path["suite_train"]}, ("curriculum", "uniform_trajectories")),
     ]
+    # The agent learns from the teacher's episodes; the fair baseline, from the same curriculum checkpoint and
+    # the same samples for as many epochs, to answer from uniform frames. Their rows are built while the
+    # curriculum trains (for the initial model's processor and prompt, which the curriculum keeps: SFT checks).
+    for name, data, uniform_suite, after in (
+            ("sft", str(out / "suite_train" / "trajectories.jsonl"), None, "suite_train"),
+            ("sft_uniform", str(out / "uniform_trajectories" / "trajectories.jsonl"), path["suite_train"],
+             "uniform_trajectories")):
+        common = {"data": data, "settings": preset["sft"], "seed": seed, "uniform_suite": uniform_suite}
+        jobs.append(Job(f"{name}_rows", sft_rows_stage, {**common, "model": path["init"]}, ("init", after)))
+        jobs.append(Job(name, sft_stage, {**common, "model": path["curriculum"],
+                                          "rows": str(out / f"{name}_rows" / "rows")}, ("curriculum", f"{name}_rows")))
     runs: dict[str, dict[str, Any]] = {"grpo": {}} | (ABLATIONS if config.ablations else {})
     for name, flags in runs.items():
         jobs.append(Job(name, grpo_stage, {"data": train_samples, "model": str(out / "sft"),

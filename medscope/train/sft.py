@@ -18,11 +18,12 @@ or the data (``medscope suite build``).
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +38,7 @@ from medscope.agent.backends.processors import (
 )
 from medscope.agent.protocol import folder_prompt, tool_schemas
 from medscope.config import write_run_config
+from medscope.io import write_text_atomic
 from medscope.suite.records import Sample, Trajectory, read_jsonl
 from medscope.train.configs import SFTStageConfig
 from medscope.train.data import UNTRAINED, fill_images, sft_rows
@@ -153,6 +155,51 @@ def frames_dataset(rows: Sequence[dict[str, Any]]) -> Any:
     return datasets.Dataset.from_list(encoded).cast_column("images", datasets.List(datasets.Image()))
 
 
+ROWS_KEY = "rows_key.json"
+
+
+def rows_key(config: SFTStageConfig, prompt: str, geometry: Geometry | None) -> dict[str, Any]:
+    """What the rows depend on: the data file as it is now, the prompt, the frames' geometry and the settings that
+    choose and render them. Rows built beforehand are used only under the same key."""
+    data = Path(config.data).resolve()
+    stat = data.stat()
+    return {"data": str(data), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "stage": config.stage,
+            "limit": config.limit, "repair": config.repair, "prompt": prompt,
+            "geometry": list(geometry) if geometry else None, "agent": json.loads(json.dumps(asdict(config.agent)))}
+
+
+def save_rows(config: SFTStageConfig, source: str | Path, folder: Path) -> None:
+    """Build the stage's rows for a model whose processor and prompt are ``source``'s and save them in ``folder``
+    (``datasets`` on disk and their key), so that ``main`` with ``rows=folder`` skips building them: the tiny
+    recipe builds them while the curriculum trains, on the core its two threads leave half idle."""
+    processor = load_processor(source)
+    prompt, geometry = folder_prompt(Path(source)), image_geometry(processor)
+    dataset = frames_dataset(load_rows(config, prompt, geometry))
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dataset.save_to_disk(str(tmp))
+    write_text_atomic(tmp / ROWS_KEY, json.dumps(rows_key(config, prompt, geometry), indent=1) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def stage_rows(config: SFTStageConfig, prompt: str, geometry: Geometry | None) -> Any:
+    """The stage's rows as a dataset: those saved in ``config.rows`` when built from the same key, else built."""
+    if not config.rows:
+        return frames_dataset(load_rows(config, prompt, geometry))
+    import datasets
+
+    folder = Path(config.rows)
+    saved = json.loads((folder / ROWS_KEY).read_text()) if (folder / ROWS_KEY).is_file() else None
+    wanted = rows_key(config, prompt, geometry)
+    if saved != wanted:
+        why = "no rows saved there" if saved is None else "built with other " + ", ".join(
+            sorted(k for k in wanted if saved.get(k) != wanted[k]))
+        raise ValueError(f"--rows {folder}: {why}; build them again (sft.save_rows) or drop --rows to build them "
+                         "in this run")
+    return datasets.load_from_disk(str(folder))
+
+
 def last_checkpoint(out: Path) -> Path | None:
     """The newest ``checkpoint-N`` that was saved completely (the trainer writes ``trainer_state.json`` last)."""
     if not out.is_dir():
@@ -191,7 +238,7 @@ def main(config: SFTStageConfig) -> Path:
     write_run_config(config, out)
     prompt = folder_prompt(source)  # rows and collator render the one prompt the model's config names
     processor = load_processor(source)
-    dataset = frames_dataset(load_rows(config, prompt, image_geometry(processor)))
+    dataset = stage_rows(config, prompt, image_geometry(processor))
     model = AutoModelForImageTextToText.from_pretrained(source, local_files_only=True, dtype="auto")
     on_gpu = torch.cuda.is_available()
     args = SFTConfig(

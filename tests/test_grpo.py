@@ -259,6 +259,8 @@ def test_rollout_turns_reuse_their_cache(suite: Path, warm: Path, tmp_path: Path
         assert cached["tools/call_frequency"] > 0  # later turns were there to reuse
         assert cached["prefix_cache/reused_frac"] > 0.3
     assert "prefix_cache/reused_frac" not in logs[False][0]
+    free = grpo.build_trainer(_config(suite, warm, tmp_path / "free", agent=dataclasses.replace(AGENT, grammar=False)))
+    assert not free.prefix_cache  # TRL decodes free rollouts itself: nothing to keep, nothing logged
 
 
 def test_rollout_turns_keep_their_samples_format(suite: Path, tiny_model: Path, tmp_path: Path) -> None:

@@ -222,7 +222,9 @@ class GAGRPOTrainer(GRPOTrainer):
                  constraints: TurnConstraints | None = None, explicit_evidence: bool = False, turn_tokens: int = 512,
                  prefix_cache: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.prefix_cache = prefix_cache and supports_prefix_cache(self.model)
+        # Only the rollouts this class decodes itself (under the grammar, transformers) can keep their caches.
+        self.prefix_cache = (prefix_cache and constraints is not None and not self.use_vllm
+                             and not self.use_transformers_continuous_batching and supports_prefix_cache(self.model))
         self._prefix: PrefixCache | None = None  # the step's rollouts' caches, while they are generated
         self.modulation, self.up, self.down = modulation, up, down
         self.constraints, self.explicit_evidence, self.turn_tokens = constraints, explicit_evidence, turn_tokens

@@ -10,7 +10,8 @@ the package ships as its built-in model).
 Stages form a small graph and run in ``--workers`` processes of one torch thread each as soon as what they
 need is done (on a 2-core CPU one thread per process is much faster than two threads in one: see README,
 "Benchmarks"). Each stage writes its folder and a ``DONE`` marker; a rerun skips finished stages and a killed
-stage resumes from its own checkpoints.
+stage resumes from its own checkpoints. Work that does not need the curriculum's model runs beside it (the
+reference evaluations, the SFT stages' rows), on the part of the second core its two threads leave idle.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
 from medscope.agent.backends.hf import BatchGrammar, TurnConstraints
-from medscope.agent.backends.prefix_cache import Frame, PrefixCache, frame, supports_prefix_cache
+from medscope.agent.backends.prefix_cache import Frame, PrefixCache, row_frames, supports_prefix_cache
 from medscope.agent.backends.processors import load_processor
 from medscope.agent.grammar import TOOL_NAMES, TurnFormat
 from medscope.agent.protocol import folder_prompt, tool_schemas
@@ -294,15 +294,9 @@ class GAGRPOTrainer(GRPOTrainer):
         """Each row's images as the prefix cache tells them apart (None for a batch with videos)."""
         if "pixel_values_videos" in inputs:
             return None
-        grid = inputs.get("image_grid_thw")
         merge = int(getattr(self.processing_class.image_processor, "merge_size", 1))
-        tokens = [] if grid is None else (grid.prod(dim=-1) // merge**2).tolist()
-        rows, first = [], 0
-        for row in images or [None] * len(inputs["input_ids"]):
-            row = list(row or [])
-            rows.append([frame(image, n) for image, n in zip(row, tokens[first : first + len(row)], strict=True)])
-            first += len(row)
-        return rows
+        rows = [list(row or []) for row in images or [None] * len(inputs["input_ids"])]
+        return row_frames(rows, inputs.get("image_grid_thw"), merge)
 
     def _generate_single_turn(self, prompt_ids: Any, images: Any, multimodal_fields: dict[str, Any],
                               num_generations: int, has_tool_images: bool = False) -> tuple[list[list[int]], None]:

@@ -24,7 +24,7 @@ from medscope.agent.backends.base import (
     tool_messages_as_user,
     truncate_at_stop,
 )
-from medscope.agent.backends.prefix_cache import ImageCache, PrefixCache, frame, supports_prefix_cache
+from medscope.agent.backends.prefix_cache import ImageCache, PrefixCache, row_frames, supports_prefix_cache
 from medscope.agent.grammar import TurnFormat, longest_ending, number_fits, time_slot, turn_grammar
 from medscope.agent.protocol import model_prompt, tool_schemas
 
@@ -207,13 +207,7 @@ class HFBackend:
         if self.prefix_cache is None or "pixel_values_videos" in inputs or inputs["input_ids"].shape[1] < 2:
             return self.model.generate(**inputs, **gen)
         merge = int(getattr(self.processor.image_processor, "merge_size", 1))
-        grid = inputs.get("image_grid_thw")
-        tokens = [] if grid is None else (grid.prod(dim=-1) // merge**2).tolist()
-        frames, first = [], 0
-        for images in per_row:
-            frames.append([frame(image, n) for image, n in zip(images, tokens[first : first + len(images)],
-                                                                strict=True)])
-            first += len(images)
+        frames = row_frames(per_row, inputs.get("image_grid_thw"), merge)
         start = self.prefix_cache.prepare(self.model, inputs, frames, self.image_token_id)
         output = self.model.generate(**start, **gen, return_dict_in_generate=True)
         self.prefix_cache.keep(self.model, output.sequences, inputs["attention_mask"], output.cache, frames)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,17 @@ def image_digest(image: Any) -> bytes:
 def frame(image: Any, tokens: int) -> Frame:
     """``image`` (PIL) as a ``Frame`` of ``tokens`` placeholders."""
     return Frame(image_digest(image), tokens)
+
+
+def row_frames(images: Sequence[Sequence[Any]], grid: Any, merge: int) -> list[list[Frame]]:
+    """Each row's images (PIL, in prompt order) as ``Frame``s: a processor's ``image_grid_thw`` holds every row's
+    images in turn, each taking ``t * h * w / merge**2`` placeholders."""
+    tokens = [] if grid is None else (grid.prod(dim=-1) // merge**2).tolist()
+    rows, first = [], 0
+    for row in images:
+        rows.append([frame(image, n) for image, n in zip(row, tokens[first : first + len(row)], strict=True)])
+        first += len(row)
+    return rows
 
 
 class ImageCache:

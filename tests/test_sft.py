@@ -116,6 +116,8 @@ def test_loss_mask_is_the_assistant_turns(
     assert collator.tool_messages_as_user == (arch == "qwen2_5_vl")
     rows = sorted(stage2_rows, key=lambda r: -len(r["images"]))[:2]  # a VCoT row first, padded batch
     batch = collator(rows)
+    assert all(isinstance(value, torch.Tensor) for value in batch.values())  # what a model's forward takes
+    assert batch["input_ids"].dtype == torch.long and batch["pixel_values"].dtype == torch.float32
     tokenizer = processor.tokenizer
     pad_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
     for i, row in enumerate(rows):

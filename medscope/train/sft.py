@@ -87,18 +87,23 @@ class AgentSFTCollator:
         return [tool_messages_as_user(c) for c in convs] if self.tool_messages_as_user else convs
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        from transformers import BatchFeature
+
         conversations = self.conversations(examples)
         untrained = [[bool(m.pop(UNTRAINED, False)) for m in c if m["role"] == "assistant"] for c in conversations]
-        batch = self.processor.apply_chat_template(
+        # Lists first, tensors after: with tensors, transformers (5.24) finds the assistant tokens by iterating
+        # the offset-mapping tensor element by element, 9% of a curriculum ``then`` step; over lists the same
+        # loop is half the collation time. The batch is the same to the bit.
+        batch = BatchFeature(dict(self.processor.apply_chat_template(
             conversations,
             tools=list(self.tools) or None,
             chat_template=self.chat_template,
             tokenize=True,
             return_dict=True,
-            return_tensors="pt",
+            return_tensors=None,
             return_assistant_tokens_mask=True,
             processor_kwargs={"padding": True, "padding_side": "right", "add_special_tokens": False},
-        )
+        )), tensor_type="pt")
         assistant = batch.pop("assistant_masks")
         for row, flags in enumerate(untrained):
             if any(flags):

@@ -492,7 +492,9 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
                         model.eval()
                         exact = sum(head.right(model, processor, check_frames)) / len(check_frames)
                     else:
-                        exact = _check(model, stage_collate, checks, config.batch_size)
+                        # Episode rows one at a time, as they train: without padding, 1.3-1.8x as fast.
+                        exact = _check(model, stage_collate, checks,
+                                       1 if stage.kind in EPISODE_KINDS else config.batch_size)
                     decode = stage.kind == "point" and (step % config.listed_every == 0 or step == stage.max_steps)
                     point = {"listed": round(listed(model, processor, check_messages), 3)} if decode else {}
                     curve.append({"step": step, "loss": round(loss.item(), 4), "exact": round(exact, 3), **point})

@@ -5,11 +5,14 @@ from __future__ import annotations
 import itertools
 import random
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from medscope.video import (
     CorruptVideoError,
@@ -20,7 +23,7 @@ from medscope.video import (
     VideoSource,
 )
 from medscope.video.framecode import read_frame_code
-from medscope.video.source import fit_size
+from medscope.video.source import FrameCache, fit_size
 
 
 def _sequential_codes(path: Path) -> list[int]:
@@ -90,6 +93,35 @@ def test_resize_keeps_aspect_and_cache_serves_repeats(synth_path: Path) -> None:
         assert read_frame_code(first.image) == 250
         again = video.frames_at_indices([250], max_pixels=112 * 112)[0]
         assert again.image is first.image  # served by the LRU, not decoded again
+
+
+class _DecodeCountingSource(VideoSource):
+    decoded = 0
+
+    def _decode(self, indices: list[int], size: tuple[int, int]) -> Iterator[tuple[int, Image.Image]]:
+        self.decoded += len(indices)
+        return super()._decode(indices, size)
+
+
+def test_sources_sharing_a_cache_decode_each_frame_once(synth_path: Path, tmp_path: Path) -> None:
+    """Episodes about one video, run at once by an evaluation, each open the file; with one shared cache a frame
+    is decoded by one of them (the others wait for it rather than decode it too), and only for that file."""
+    cache = FrameCache()
+    wanted = [5, 119, 250, 301]
+    sources = [_DecodeCountingSource(synth_path, cache=cache) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda source: source.frames_at_indices(wanted, max_pixels=112 * 112), sources))
+    assert sum(source.decoded for source in sources) == len(wanted)
+    for frames in results:
+        assert [read_frame_code(f.image) for f in frames] == wanted
+        assert all(f.image is g.image for f, g in zip(frames, results[0], strict=True))
+    other = tmp_path / "copy.mp4"  # the same pixels under another name: a file of its own
+    other.write_bytes(synth_path.read_bytes())
+    with _DecodeCountingSource(other, cache=cache) as copy:
+        assert [read_frame_code(f.image) for f in copy.frames_at_indices(wanted, max_pixels=112 * 112)] == wanted
+        assert copy.decoded == len(wanted)
+    for source in sources:
+        source.close()
 
 
 def test_index_at_ties_and_bounds(synth_path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import stat
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -47,29 +48,42 @@ def fit_size(width: int, height: int, max_pixels: int | None) -> tuple[int, int]
     return max(1, int(width * scale)), max(1, int(height * scale))
 
 
-class _FrameCache:
-    """LRU of resized frame images keyed by (frame index, width, height), bounded in bytes."""
+class FrameCache:
+    """LRU of resized frame images keyed by (file, frame index, width, height), bounded in bytes.
 
-    def __init__(self, max_bytes: int) -> None:
+    Each ``VideoSource`` keeps one of its own unless given one: an evaluation shares one among the episodes it runs
+    (concurrently, hence the lock), so the questions about one video decode its overview or uniform frames once."""
+
+    def __init__(self, max_bytes: int = 256 * 2**20) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[int, int, int], Image.Image] = OrderedDict()
+        self._items: OrderedDict[tuple[str, int, int, int], Image.Image] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()
+        self._files: dict[str, threading.Lock] = {}
 
-    def get(self, key: tuple[int, int, int]) -> Image.Image | None:
-        image = self._items.get(key)
-        if image is not None:
-            self._items.move_to_end(key)
-        return image
+    def file_lock(self, file: str) -> threading.Lock:
+        """Held while a source decodes what it missed from ``file``: episodes about one video start together,
+        and without it each would decode the frames the other is decoding."""
+        with self._lock:
+            return self._files.setdefault(file, threading.Lock())
 
-    def put(self, key: tuple[int, int, int], image: Image.Image) -> None:
-        size = key[1] * key[2] * 3
-        if size > self.max_bytes or key in self._items:
-            return
-        self._items[key] = image
-        self._bytes += size
-        while self._bytes > self.max_bytes:
-            (_, w, h), _ = self._items.popitem(last=False)
-            self._bytes -= w * h * 3
+    def get(self, key: tuple[str, int, int, int]) -> Image.Image | None:
+        with self._lock:
+            image = self._items.get(key)
+            if image is not None:
+                self._items.move_to_end(key)
+            return image
+
+    def put(self, key: tuple[str, int, int, int], image: Image.Image) -> None:
+        size = key[2] * key[3] * 3
+        with self._lock:
+            if size > self.max_bytes or key in self._items:
+                return
+            self._items[key] = image
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                (_, _, w, h), _ = self._items.popitem(last=False)
+                self._bytes -= w * h * 3
 
 
 class VideoSource:
@@ -79,7 +93,9 @@ class VideoSource:
     (all ``VideoError``) when the file cannot serve; the message names the file and what to do.
     """
 
-    def __init__(self, path: str | Path, *, cache_bytes: int = 256 * 2**20, threads: int = 0) -> None:
+    def __init__(self, path: str | Path, *, cache_bytes: int = 256 * 2**20, threads: int = 0,
+                 cache: FrameCache | None = None) -> None:
+        """``cache``: a ``FrameCache`` shared with other sources (then ``cache_bytes`` is unused)."""
         self.path = Path(path)
         _check_regular_file(self.path)
         try:
@@ -100,7 +116,8 @@ class VideoSource:
         except BaseException:
             self._container.close()
             raise
-        self._cache = _FrameCache(cache_bytes)
+        self._cache = cache if cache is not None else FrameCache(cache_bytes)
+        self._key = str(self.path.resolve())  # the file, in a cache other sources share
         self._decoder: Iterator[av.VideoFrame] | None = None
         self._pending: av.VideoFrame | None = None  # a frame decoded but not yet walked past
         self._seek_by = ("pts", "dts")  # which timestamp this container's seeks land with, first
@@ -207,16 +224,17 @@ class VideoSource:
                 raise IndexError(f"frame index {index} out of range [0, {self.num_frames - 1}]")
         size = fit_size(self.width, self.height, max_pixels)
         images: dict[int, Image.Image] = {}
-        missing = []
-        for index in sorted(set(indices)):
-            cached = self._cache.get((index, *size))
-            if cached is None:
-                missing.append(index)
-            else:
-                images[index] = cached
-        for index, image in self._decode(missing, size):
-            self._cache.put((index, *size), image)
-            images[index] = image
+        with self._cache.file_lock(self._key):
+            missing = []
+            for index in sorted(set(indices)):
+                cached = self._cache.get((self._key, index, *size))
+                if cached is None:
+                    missing.append(index)
+                else:
+                    images[index] = cached
+            for index, image in self._decode(missing, size):
+                self._cache.put((self._key, index, *size), image)
+                images[index] = image
         return [Frame(i, float(self.frame_times[i]), images[i]) for i in indices]
 
     def _decode(self, indices: list[int], size: tuple[int, int]) -> Iterator[tuple[int, Image.Image]]:
@@ -302,8 +320,8 @@ class VideoSource:
 
     def clear_cache(self) -> None:
         """Forget cached frames and close the open decoder: the next request starts cold, as an episode's first
-        does (benchmarks use it)."""
-        self._cache = _FrameCache(self._cache.max_bytes)
+        does (benchmarks use it). A shared cache stays as it is for the other sources; this one takes a new one."""
+        self._cache = FrameCache(self._cache.max_bytes)
         self._decoder, self._pending, self._position = None, None, -1
 
     def seek_stamp(self, keyframe: int) -> int:

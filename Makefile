@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/grammar.py --out benchmarks/results
 	$(PY) benchmarks/episode_rows.py --out benchmarks/results
 	$(PY) benchmarks/eval_batching.py --out benchmarks/results
+	$(PY) benchmarks/eval_frames.py --out benchmarks/results
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check medscope tests benchmarks

@@ -43,3 +43,12 @@ def test_eval_batching_benchmark_compares_the_same_questions(tmp_path: Path) -> 
     for row in ("1 cached", "2", "2 cached"):  # greedy turns, batched or cached, are the turns decoded alone
         assert result["rows"][row]["same_episodes"] == 4
     assert 1.0 < result["rows"]["2"]["mean_batch"] <= 2
+
+
+@pytest.mark.slow
+def test_eval_frames_benchmark_gives_the_same_answers_shared_or_not(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_frames.py"), "--videos", "1", "--cores", "2",
+                    "--out", str(tmp_path)], check=True, cwd=ROOT, timeout=900)
+    result = json.loads((tmp_path / "eval_frames.json").read_text())
+    assert set(result["rows"]) == {"agent", "agent, shared", "uniform 144 frames", "uniform 144 frames, shared"}
+    assert all(row["same_answers"] == result["questions"] > 1 for row in result["rows"].values())

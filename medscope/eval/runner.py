@@ -135,14 +135,17 @@ def run_samples(
     workers: int = 1,
     judge: Judge | None = None,
     on_error: str = "stop",
+    share_frames: bool = True,
 ) -> list[dict[str, Any]]:
-    """Run the samples not yet in ``path``; append each result as it finishes; return all results."""
+    """Run the samples not yet in ``path``; append each result as it finishes; return all results.
+    ``share_frames``: episodes about one video share its decoded frames (off: each episode decodes its own, as
+    ``benchmarks/eval_frames.py`` compares)."""
     done = finished_ids(path)
     todo = [s for s in samples if s.id not in done]
     lock = threading.Lock()
     # The questions about one video share its decoded frames (overviews, uniform frames): a benchmark asks several
     # about each video, and decoding was 29% of the tiny preset's 4x-baseline evaluation.
-    frames = FrameCache()
+    frames = FrameCache() if share_frames else None
     scores: list[float] = []
 
     def one(sample: Sample) -> None:

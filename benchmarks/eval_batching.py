@@ -25,11 +25,25 @@ from medscope.agent.loop import AgentConfig
 from medscope.eval.runner import backend_factory, run_samples
 from medscope.io import write_text_atomic
 from medscope.suite.build import BuildConfig, build
-from medscope.suite.records import read_jsonl
+from medscope.suite.records import Sample, read_jsonl
 from medscope.train.card import cpu_description
 from medscope.video.synthclin import SynthClinConfig, generate
 
 HERE = Path(__file__).parent
+VIDEOS = {20_016: 180.0, 20_017: 120.0, 20_018: 240.0, 20_019: 150.0}  # seconds, by SynthClin seed
+
+
+def tiny_suite(work: Path, videos: int = len(VIDEOS)) -> list[Sample]:
+    """Every question of a suite built in ``work`` from the first ``videos`` SynthClin videos, made as the tiny
+    preset makes them (none of them trained on); ``benchmarks/eval_frames.py`` asks the same."""
+    samples = []
+    for seed, seconds in list(VIDEOS.items())[:videos]:
+        video = generate(SynthClinConfig(duration_seconds=seconds, fps=2.0, keyframe_seconds=0.5,
+                                         events_per_10min=10.0, seed=seed), HERE / "cache")
+        build(BuildConfig(source="synthclin", annotations=str(video.annotation_path), out=str(work / str(seed)),
+                          workers=1))
+        samples += list(read_jsonl(work / str(seed) / "samples.jsonl"))
+    return samples
 
 
 def main() -> None:
@@ -39,15 +53,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="alternating repetitions of the conditions")
     parser.add_argument("--out", default=str(HERE / "results"), help="where eval_batching.json goes")
     args = parser.parse_args()
-    lengths = {20_016: 180.0, 20_017: 120.0, 20_018: 240.0, 20_019: 150.0}  # seconds, by SynthClin seed
     work = Path(tempfile.mkdtemp(prefix="eval_batching_"))
-    samples = []
-    for seed, seconds in lengths.items():
-        video = generate(SynthClinConfig(duration_seconds=seconds, fps=2.0, keyframe_seconds=0.5,
-                                         events_per_10min=10.0, seed=seed), HERE / "cache")
-        build(BuildConfig(source="synthclin", annotations=str(video.annotation_path), out=str(work / str(seed)),
-                          workers=1))
-        samples += list(read_jsonl(work / str(seed) / "samples.jsonl"))
+    samples = tiny_suite(work)
     samples = samples[:: max(1, len(samples) // args.questions)][: args.questions]  # every kind of question
     agent = AgentConfig(max_new_tokens=96)
     conditions = [(workers, cache) for workers in args.workers for cache in (False, True)]

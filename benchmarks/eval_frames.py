@@ -21,15 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from eval_batching import tiny_suite  # the same questions (a script's folder is on its import path)
+
 from medscope.agent.backends import BackendOptions
 from medscope.agent.loop import AgentConfig
 from medscope.eval.runner import backend_factory, run_samples
 from medscope.io import write_text_atomic
-from medscope.suite.build import BuildConfig, build
-from medscope.suite.records import read_jsonl
 from medscope.train.card import cpu_description
 from medscope.train.pipeline import uniform_agent
-from medscope.video.synthclin import SynthClinConfig, generate
 
 HERE = Path(__file__).parent
 
@@ -42,15 +41,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "results"), help="where eval_frames.json goes")
     args = parser.parse_args()
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
-    lengths = dict(list({20_016: 180.0, 20_017: 120.0, 20_018: 240.0, 20_019: 150.0}.items())[:args.videos])
     work = Path(tempfile.mkdtemp(prefix="eval_frames_"))
-    samples = []
-    for seed, seconds in lengths.items():
-        video = generate(SynthClinConfig(duration_seconds=seconds, fps=2.0, keyframe_seconds=0.5,
-                                         events_per_10min=10.0, seed=seed), HERE / "cache")
-        build(BuildConfig(source="synthclin", annotations=str(video.annotation_path), out=str(work / str(seed)),
-                          workers=1))
-        samples += list(read_jsonl(work / str(seed) / "samples.jsonl"))
+    samples = tiny_suite(work, args.videos)
     agents = {"agent": AgentConfig(max_new_tokens=96), "uniform 144 frames": uniform_agent(144, 96)}
     conditions = [(name, share) for name in agents for share in (False, True)]
     seconds = dict.fromkeys(conditions, 0.0)
@@ -72,7 +64,7 @@ def main() -> None:
             "s_per_question": seconds[name, share] / (args.rounds * len(samples)),
             "speedup": seconds[name, False] / seconds[name, share],
             "same_answers": sum(answers[name, share][k] == v for k, v in alone.items())}
-    print(f"{len(samples)} questions on {len(lengths)} videos, {args.cores} core(s), {args.rounds} round(s)")
+    print(f"{len(samples)} questions on {args.videos} videos, {args.cores} core(s), {args.rounds} round(s)")
     print("| policy | frames | s / question | speed-up | answers the same as unshared |")
     print("|---|---|---|---|---|")
     for row in rows.values():
@@ -82,7 +74,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "eval_frames.json", json.dumps({
         "machine": cpu_description(), "model": "medscope-tiny", "torch_threads": 1, "cores": args.cores,
-        "rounds": args.rounds, "questions": len(samples), "videos": len(lengths), "rows": rows}, indent=1) + "\n")
+        "rounds": args.rounds, "questions": len(samples), "videos": args.videos, "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

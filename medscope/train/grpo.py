@@ -17,6 +17,7 @@ logits processor); the rewards are rewards.py's.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -342,8 +343,11 @@ class GAGRPOTrainer(GRPOTrainer):
         ):
             if self._prefix is not None and frames is not None:
                 start = self._prefix.prepare(model, inputs, frames, self._image_pad_token_id or -1)
-                generated = model.generate(**start, generation_config=self.generation_config,
-                                           logits_processor=[grammar], return_dict_in_generate=True)
+                # The cache comes back only in a dict output; asked for beside a generation_config, transformers
+                # warns that this will stop working, so it goes into a copy of the config.
+                config = copy.deepcopy(self.generation_config)
+                config.return_dict_in_generate = True
+                generated = model.generate(**start, generation_config=config, logits_processor=[grammar])
                 self._prefix.keep(model, generated.sequences, inputs["attention_mask"], generated.cache, frames)
                 out = generated.sequences
             else:

@@ -12,6 +12,8 @@ from PIL import Image
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
+from transformers import AutoConfig, AutoTokenizer, GenerationConfig  # noqa: E402
+
 from medscope.agent.backends.base import Backend, image_part, text_part, truncate_at_stop  # noqa: E402
 from medscope.agent.backends.hf import HFBackend  # noqa: E402
 from medscope.train import tiny  # noqa: E402
@@ -88,6 +90,15 @@ def test_images_reach_pixel_values(backends: dict[str, HFBackend], arch: str) ->
     assert stats["image_token_count"] == stats["expected_image_tokens"] > 0
     assert stats["prompt_tokens"] > stats["image_token_count"]
     assert 0 < stats["new_tokens"] <= 8
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tiny_model_config_agrees_with_its_tokenizer(saved: dict[str, Path], arch: str) -> None:
+    """The config's stop token is the tokenizer's eos and generate()'s, so a Trainer has nothing to realign."""
+    config = AutoConfig.from_pretrained(saved[arch]).get_text_config()
+    eos = AutoTokenizer.from_pretrained(saved[arch]).eos_token_id
+    assert eos is not None and config.eos_token_id == eos
+    assert GenerationConfig.from_pretrained(saved[arch]).eos_token_id == eos
 
 
 def test_tool_image_rendering_per_template(backends: dict[str, HFBackend]) -> None:

@@ -169,6 +169,9 @@ def build_tiny_model(
         "num_key_value_heads": heads,
         "max_position_embeddings": 8192,
         "pad_token_id": pad_id,
+        # The tokenizer's eos, as generate() reads it below; without it in the config a Trainer "aligns" it and
+        # warns on every SFT run, and the saved checkpoints differ from the one built here.
+        "eos_token_id": eos_id,
     }
     vision_heads = max(1, vision_hidden // 16)
     vision: dict[str, Any] = {
@@ -199,7 +202,6 @@ def build_tiny_model(
     else:  # qwen2_5_vl
         text |= {
             "bos_token_id": pad_id,
-            "eos_token_id": eos_id,
             "rope_parameters": {"rope_type": "default", "rope_theta": rope_theta or 1_000_000.0,
                                 "mrope_section": mrope_section},
         }

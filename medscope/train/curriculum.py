@@ -9,8 +9,8 @@ a step count (the skill appears at a different point in each run):
    answer is the window from the first label that shows it to the label after the last. A text copy, few
    items first. Two kinds of row would break that rule and are drawn again: one whose last item shows the
    answer (no label after it, so the window would have no width), and one where the asked event happens twice
-   and the second time is an item outside the window. Both were 3–14% of rows; without them the 4-item copy
-   stage had not met its criterion by its cap, with them it met it in three quarters of the steps.
+   and the second time is an item outside the window. Both were 3–14% of rows; without them neither copy
+   stage met its criterion by its cap, with them the two did in four of six stage runs over three seeds.
 2. ``see``: the vision tower alone learns each frame's event and phase, through a linear head thrown away after
    (``medscope.train.see``): perception, where it is cheap to learn.
 3. ``look``: one frame → what it shows and the phase, in words (perception, a short warm-up).

@@ -38,8 +38,8 @@ def image_geometry(processor: Any) -> Geometry | None:
 
 def fit_image(image: Image.Image, geometry: Geometry) -> Image.Image:
     """``image`` at the size the processor will resize it to, resized as it would (bicubic): the model gets the
-    same pixels, and a stored frame is as small as the model's (the tiny model's 128×64, a sixth of the tools'
-    258×193)."""
+    same pixels, and a stored frame is as small as the model's (the tiny preset's 64×32, a twenty-fourth of the
+    tools' 258×193)."""
     factor, low, high = geometry
     height, width = smart_resize(image.height, image.width, factor=factor, min_pixels=low, max_pixels=high)
     return image if image.size == (width, height) else image.resize((width, height), Image.Resampling.BICUBIC)

@@ -101,10 +101,11 @@ class Stage:
 
 
 # The stages of the tiny recipe, from the measured diagnosis: few items before many, text before images. The
-# caps keep the recipe within the hour on the machines it was made on: a first step (half of its rows the
-# baseline's 36 uniform frames) takes 1.0 s with two threads, a point16 step 0.5 s, a copy step 0.08-0.12 s, a see
-# step 0.05 s (on an AVX2-only CPU 2-3x as long; a then step there 5.7 s batched, its rows now one at a time: 1.4x
-# as fast). ``see`` runs to a higher bar than the others: its steps are cheap and every later stage reads what it
+# caps keep the recipe within the hour on the machines it was made on: at 128x64 frames a first step (half of its
+# rows the baseline's 36 uniform frames) took 1.0 s with two threads, a point16 step 0.5 s (at 64x32 frames both
+# about half as long: run36), a copy step 0.08-0.12 s, a see step 0.05 s (on an AVX2-only CPU 2-3x as long; a
+# then step there 5.7 s batched, its rows now one at a time: 1.4x as fast).
+# ``see`` runs to a higher bar than the others: its steps are cheap and every later stage reads what it
 # learns. ``then`` (300 steps) took validation grounding mIoU after GA-GRPO from 3.4 to 6.1 (run24 against run23);
 # with frames at two tokens the run has time for twice the ``first`` and ``then`` steps, and they took it from 4.7 to
 # 8.4 (run37 against run36, the same curriculum before them).

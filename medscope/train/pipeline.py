@@ -31,9 +31,8 @@ from typing import Any
 from medscope.eval.folder import read_lines
 from medscope.io import write_text_atomic
 
-# name → the settings of every stage. The tiny preset took 35 minutes on the 2-core AVX-512 CPU it was made on with
-# `first` and `then` at half their steps (docs/medscope-tiny.md, run36), about 43 with them (estimated, run37); an
-# hour at 128x64 frames, two and a half on an AVX2-only CPU (run24).
+# name → the settings of every stage. The tiny preset takes 32 minutes on the 2-core AVX-512 CPU it was made on
+# (docs/medscope-tiny.md, run39); an hour at 128x64 frames, two and a half on an AVX2-only CPU (run24).
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         # Lengths vary, so overview timestamps differ between videos; 2 fps and a keyframe every frame, so the

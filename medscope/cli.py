@@ -8,6 +8,29 @@ from collections.abc import Sequence
 
 from medscope.config import add_config_arguments, config_from_args, run_config_defaults
 
+# Each optional package, by the name it is imported as, and the extra of pyproject.toml that installs it: a command
+# whose extra is missing names the install line instead of ending in a traceback.
+EXTRAS = {
+    "transformers": "model", "tokenizers": "model", "accelerate": "model", "huggingface_hub": "model",
+    "openai": "model", "llguidance": "model",
+    "trl": "train", "peft": "train", "datasets": "train", "yaml": "train", "tensorboard": "train",
+    "pycocoevalcap": "eval", "matplotlib": "eval",
+    "sqlalchemy": "review", "starlette": "review", "uvicorn": "review", "multipart": "review",
+    "python_multipart": "review", "psycopg": "postgres",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The install line for the package ``exc`` found missing, or None when it is not one of medscope's extras."""
+    top = (exc.name or "").split(".")[0]
+    if top == "torch":  # pinned and installed first: an unpinned torch pulls gigabytes of CUDA wheels on a CPU
+        return ("torch is not installed: `pip install torch==2.13.0` first (the CPU build), then the 'model' extra "
+                "(`pip install -c constraints.txt -e '.[model]'` in a clone)")
+    if top in EXTRAS:
+        return (f"{top} is not installed: it comes with the '{EXTRAS[top]}' extra "
+                f"(`pip install -c constraints.txt -e '.[{EXTRAS[top]}]'` in a clone)")
+    return None
+
 
 def _synth(args: argparse.Namespace) -> int:
     from medscope.video.synthclin import SynthClinConfig, generate
@@ -36,7 +59,8 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _review(args: argparse.Namespace) -> int:
-    from medscope.review.workspace import ReviewConfig, main
+    from medscope.review.config import ReviewConfig
+    from medscope.review.workspace import main
 
     return main(config_from_args(ReviewConfig, args), args.cases)
 
@@ -120,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     from medscope.demo import DemoConfig
     from medscope.eval.runner import EvalConfig
     from medscope.eval.turns import TurnsConfig
-    from medscope.review.workspace import ReviewConfig
+    from medscope.review.config import ReviewConfig
     from medscope.suite.build import BuildConfig
     from medscope.train.configs import GRPOStageConfig, SFTStageConfig
     from medscope.train.pipeline import PipelineConfig
@@ -203,6 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args))
     except (VideoError, BackendError, JudgeError, ValueError, FileNotFoundError) as exc:
         print(f"medscope {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if (line := missing_extra(exc)) is None:
+            raise
+        print(f"medscope {args.command}: error: {line}", file=sys.stderr)
         return 2
 
 

@@ -63,6 +63,31 @@ def test_ask_errors_are_clear(synth_video: SynthClinVideo, tmp_path: Path) -> No
     assert no_model.returncode == 2 and "--base-url" in no_model.stderr
 
 
+def test_the_command_needs_only_the_extras_it_uses(synth_video: SynthClinVideo, tmp_path: Path) -> None:
+    """With none of the optional packages importable, the oracle agent still runs and every command's flags still
+    parse; a command that needs an extra names its install line instead of ending in a traceback."""
+    script = tmp_path / "bare.py"
+    script.write_text("import sys\nfrom medscope.cli import EXTRAS, main\n"
+                      "for name in [*EXTRAS, 'torch', 'safetensors']:\n    sys.modules[name] = None  # unimportable\n"
+                      "sys.exit(main(sys.argv[1:]))\n")
+
+    def bare(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
+
+    event = synth_video.annotation["events"][0]
+    oracle = bare("ask", str(synth_video.video_path), f"When does {event['label'].replace('_', ' ')} happen?",
+                  "--backend", "oracle")
+    assert oracle.returncode == 0, oracle.stderr
+    assert f"answer: [{event['start']:.1f}, {event['end']:.1f}]" in oracle.stdout
+    for command in ("review", "eval", "train", "suite", "demo"):
+        assert bare(command, "--help").returncode == 0, command
+    review = bare("review", str(tmp_path))
+    assert review.returncode == 2 and "sqlalchemy is not installed" in review.stderr
+    assert "-e '.[review]'" in review.stderr and "Traceback" not in review.stderr
+    model = bare("ask", str(synth_video.video_path), "What happens?")
+    assert model.returncode == 2 and "pip install torch==2.13.0" in model.stderr, model.stderr
+
+
 def test_synth_command(tmp_path: Path) -> None:
     result = _medscope("synth", "--out", str(tmp_path), "--duration-seconds", "60", "--seed", "5", "--name", "v")
     assert result.returncode == 0, result.stderr

@@ -14,11 +14,12 @@ official Instruct templates, stored as versioned files next to this module.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import transformers
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     PreTrainedModel,
@@ -32,6 +33,7 @@ from transformers import (
     Qwen3VLProcessor,
 )
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+from transformers.utils import is_torchvision_available
 
 from medscope.agent.backends.processors import image_only
 
@@ -144,13 +146,18 @@ def build_tiny_model(
     vision_layers: int = 1,
     rope_theta: float | None = None,
     seed: int = 0,
+    text_overrides: Mapping[str, Any] | None = None,
+    vision_overrides: Mapping[str, Any] | None = None,
 ) -> PreTrainedModel:
     """A randomly initialised ``Qwen3VLForConditionalGeneration`` / ``Qwen2_5_VLForConditionalGeneration``
     whose vocabulary and special token ids match ``tokenizer``.
 
     ``rope_theta`` defaults to the real checkpoint's (5e6 for Qwen3-VL, 1e6 for Qwen2.5-VL), made for 256k-token
     contexts; a tiny model trained on a few thousand tokens tells near positions apart (which copying a label
-    needs) far sooner with 1e4."""
+    needs) far sooner with 1e4.
+
+    ``text_overrides`` / ``vision_overrides`` replace entries of the two sub-configs last, e.g. a real checkpoint's
+    head counts and widths, so the same builder makes a randomly initialised model of a real size."""
     _check_arch(arch)
     heads = max(1, hidden_size // 16)  # head_dim 16 keeps M-RoPE's three sections non-trivial
     head_dim = hidden_size // heads
@@ -197,6 +204,7 @@ def build_tiny_model(
         }
         # DeepStack feeds features of these vision layers into the first LLM layers; keep one, the last.
         vision |= {"num_position_embeddings": 256, "deepstack_visual_indexes": [vision_layers - 1]}
+        text, vision = text | dict(text_overrides or {}), vision | dict(vision_overrides or {})
         config = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **special)
         model: PreTrainedModel = Qwen3VLForConditionalGeneration(config)
     else:  # qwen2_5_vl
@@ -207,6 +215,7 @@ def build_tiny_model(
         }
         # Window attention everywhere except the listed layers; with one layer, make it the full-attention one.
         vision |= {"fullatt_block_indexes": [vision_layers - 1], "window_size": 112, "hidden_act": "silu"}
+        text, vision = text | dict(text_overrides or {}), vision | dict(vision_overrides or {})
         config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **special)
         model = Qwen2_5_VLForConditionalGeneration(config)
     # generate() reads these: stop at the end of the assistant turn, pad with <|endoftext|>.
@@ -226,7 +235,8 @@ def build_processor(
     max_pixels: int = 256 * 256,
 ) -> ProcessorMixin:
     """The matching ``Qwen3VLProcessor`` / ``Qwen2_5_VLProcessor`` with a PIL image processor (no torchvision
-    needed) and no video processor (see ``medscope.agent.backends.processors``)."""
+    needed). Without torchvision it has no video processor (see ``medscope.agent.backends.processors``); with it,
+    as on most GPU machines, the stock class requires one, so it gets one of the images' geometry."""
     _check_arch(arch)
     patch = patch_size or PATCH_SIZE[arch]
     # Qwen3-VL normalises with mean=std=0.5; Qwen2.5-VL with the CLIP statistics (the class default).
@@ -240,7 +250,14 @@ def build_processor(
         **norm,
     )
     processor_cls = image_only(Qwen3VLProcessor if arch == "qwen3_vl" else Qwen2_5_VLProcessor)
-    return processor_cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template)
+    videos: dict[str, Any] = {}
+    if is_torchvision_available():  # then the stock class needs a video processor: the images' geometry
+        video_cls = getattr(transformers, VIDEO_PROCESSOR_TYPES[arch])
+        videos["video_processor"] = video_cls(patch_size=patch, temporal_patch_size=TEMPORAL_PATCH_SIZE,
+                                              merge_size=MERGE_SIZE, image_mean=list(image_processor.image_mean),
+                                              image_std=list(image_processor.image_std))
+    return processor_cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template,
+                         **videos)
 
 
 def save_tiny(model: PreTrainedModel, processor: ProcessorMixin, out_dir: str | Path) -> Path:

@@ -109,11 +109,11 @@ def test_the_gpu_check_script_runs_its_steps_on_the_cpu(tmp_path: Path) -> None:
     import json
 
     rows = json.loads((tmp_path / "gpu_check.json").read_text())["rows"]
-    assert [r["step"] for r in rows] == ["episode (hf backend)", "8 episodes, one at a time",
+    assert [r["step"] for r in rows] == ["load (hf backend)", "episode", "8 episodes, one at a time",
                                          "8 episodes, turns batched (--workers 8)", "SFT step (stage 2)",
                                          "GA-GRPO step"]
-    assert all(r["seconds"] > 0 for r in rows) and "loss" in rows[3]["detail"]
-    assert "8 of 8 episodes the same" in rows[2]["detail"]  # float32 on the CPU: batched turns are the turns alone
+    assert all(r["seconds"] > 0 for r in rows) and "loss" in rows[4]["detail"]
+    assert "8 of 8 episodes the same" in rows[3]["detail"]  # float32 on the CPU: batched turns are the turns alone
 
 
 def test_eval_runs_the_built_in_model_with_explicit_device_dtype_and_threads(synth_video: SynthClinVideo,

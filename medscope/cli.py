@@ -23,9 +23,10 @@ EXTRAS = {
 def missing_extra(exc: ModuleNotFoundError) -> str | None:
     """The install line for the package ``exc`` found missing, or None when it is not one of medscope's extras."""
     top = (exc.name or "").split(".")[0]
-    if top == "torch":  # pinned and installed first: an unpinned torch pulls gigabytes of CUDA wheels on a CPU
-        return ("torch is not installed: `pip install torch==2.13.0` first (the CPU build), then the 'model' extra "
-                "(`pip install -c constraints.txt -e '.[model]'` in a clone)")
+    if top == "torch":  # not in any extra: an unpinned torch pulls gigabytes of CUDA wheels on a CPU-only machine
+        return ("torch is not installed: install it first, pinned (`pip install torch==2.13.0`; the CPU build on a "
+                "machine without a GPU), then the 'model' extra (`pip install -c constraints.txt -e '.[model]'` in a "
+                "clone)")
     if top in EXTRAS:
         return (f"{top} is not installed: it comes with the '{EXTRAS[top]}' extra "
                 f"(`pip install -c constraints.txt -e '.[{EXTRAS[top]}]'` in a clone)")

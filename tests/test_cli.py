@@ -86,6 +86,12 @@ def test_the_command_needs_only_the_extras_it_uses(synth_video: SynthClinVideo, 
     assert "-e '.[review]'" in review.stderr and "Traceback" not in review.stderr
     model = bare("ask", str(synth_video.video_path), "What happens?")
     assert model.returncode == 2 and "pip install torch==2.13.0" in model.stderr, model.stderr
+    import tomllib
+
+    from medscope.cli import EXTRAS
+
+    extras = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    assert set(EXTRAS.values()) <= set(extras["optional-dependencies"])  # every install line names a real extra
 
 
 def test_synth_command(tmp_path: Path) -> None:

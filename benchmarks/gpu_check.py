@@ -51,6 +51,13 @@ QWEN25_VL_7B_TEXT = {"intermediate_size": 18944, "num_attention_heads": 28, "num
 QWEN25_VL_7B_VISION = {"intermediate_size": 3420, "num_heads": 16, "fullatt_block_indexes": [7, 15, 23, 31]}
 
 
+def qwen25_vl_7b(tokenizer: Any) -> Any:
+    """A randomly initialised Qwen2.5-VL-7B over ``tokenizer``'s vocabulary, on torch's current device and dtype."""
+    return tiny.build_tiny_model("qwen2_5_vl", tokenizer, hidden_size=3584, layers=28, vision_hidden=1280,
+                                 vision_layers=32, text_overrides=QWEN25_VL_7B_TEXT,
+                                 vision_overrides=QWEN25_VL_7B_VISION)
+
+
 def _timed(rows: list[dict[str, Any]], name: str, device: str, run: Callable[[], str]) -> None:
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -89,11 +96,11 @@ def main() -> None:
             processor = tiny.build_processor("qwen2_5_vl", processor.tokenizer)
             default_dtype = torch.get_default_dtype()
             torch.set_default_dtype(torch.bfloat16)
-            with torch.device(device):
-                model = tiny.build_tiny_model("qwen2_5_vl", processor.tokenizer, hidden_size=3584, layers=28,
-                                              vision_hidden=1280, vision_layers=32, text_overrides=QWEN25_VL_7B_TEXT,
-                                              vision_overrides=QWEN25_VL_7B_VISION)
-            torch.set_default_dtype(default_dtype)
+            try:
+                with torch.device(device):
+                    model = qwen25_vl_7b(processor.tokenizer)
+            finally:
+                torch.set_default_dtype(default_dtype)
         else:
             model = tiny.build_tiny_model("qwen3_vl", processor.tokenizer, hidden_size=hidden, layers=layers,
                                           vision_hidden=max(32, hidden // 4), vision_layers=max(1, layers // 2))

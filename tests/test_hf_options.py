@@ -116,6 +116,28 @@ def test_the_gpu_check_script_runs_its_steps_on_the_cpu(tmp_path: Path) -> None:
     assert "8 of 8 episodes the same" in rows[3]["detail"]  # float32 on the CPU: batched turns are the turns alone
 
 
+def test_the_gpu_checks_7b_model_is_qwen2_5_vl_7b() -> None:
+    """--size 7b builds the paper's model at its published size (on the meta device here: shapes, no memory)."""
+    import importlib.util
+
+    from medscope.agent.backends.processors import load_processor
+    from medscope.models import builtin_model_path
+
+    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).parent.parent / "benchmarks" /
+                                                  "gpu_check.py")
+    assert spec is not None and spec.loader is not None
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    tokenizer = load_processor(builtin_model_path()).tokenizer
+    with torch.device("meta"):
+        model = gpu_check.qwen25_vl_7b(tokenizer)
+    parameters = sum(p.numel() for p in model.parameters())
+    hidden, vocab = 3584, 152064  # Qwen2.5-VL-7B: untied input and output embeddings over 152,064 tokens
+    assert parameters - len(tokenizer) * hidden + 2 * vocab * hidden == 8_292_166_656  # its config's "8.29B"
+    text = model.config.text_config
+    assert (text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads) == (28, 28, 4)
+
+
 def test_eval_runs_the_built_in_model_with_explicit_device_dtype_and_threads(synth_video: SynthClinVideo,
                                                                              tmp_path: Path) -> None:
     from medscope.eval.runner import EvalConfig, evaluate

@@ -22,6 +22,7 @@ import torch
 import transformers
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerFast,
     ProcessorMixin,
@@ -204,9 +205,8 @@ def build_tiny_model(
         }
         # DeepStack feeds features of these vision layers into the first LLM layers; keep one, the last.
         vision |= {"num_position_embeddings": 256, "deepstack_visual_indexes": [vision_layers - 1]}
-        text, vision = text | dict(text_overrides or {}), vision | dict(vision_overrides or {})
-        config = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **special)
-        model: PreTrainedModel = Qwen3VLForConditionalGeneration(config)
+        config_cls: type[PretrainedConfig] = Qwen3VLConfig
+        model_cls: type[PreTrainedModel] = Qwen3VLForConditionalGeneration
     else:  # qwen2_5_vl
         text |= {
             "bos_token_id": pad_id,
@@ -215,15 +215,21 @@ def build_tiny_model(
         }
         # Window attention everywhere except the listed layers; with one layer, make it the full-attention one.
         vision |= {"fullatt_block_indexes": [vision_layers - 1], "window_size": 112, "hidden_act": "silu"}
-        text, vision = text | dict(text_overrides or {}), vision | dict(vision_overrides or {})
-        config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **special)
-        model = Qwen2_5_VLForConditionalGeneration(config)
+        config_cls, model_cls = Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    text, vision = text | dict(text_overrides or {}), vision | dict(vision_overrides or {})
+    model = model_cls(config_cls(text_config=text, vision_config=vision, tie_word_embeddings=True, **special))
     # generate() reads these: stop at the end of the assistant turn, pad with <|endoftext|>.
     model.generation_config.eos_token_id = eos_id
     model.generation_config.pad_token_id = pad_id
     model.generation_config.bos_token_id = pad_id
     model.generation_config.do_sample = False
     return model.eval()
+
+
+def video_geometry(images: Any) -> dict[str, Any]:
+    """The video processor settings that match ``images`` (an image processor): patches, merge and normalisation."""
+    return {**{key: getattr(images, key) for key in ("patch_size", "temporal_patch_size", "merge_size")},
+            "image_mean": list(images.image_mean), "image_std": list(images.image_std)}
 
 
 def build_processor(
@@ -253,9 +259,7 @@ def build_processor(
     videos: dict[str, Any] = {}
     if is_torchvision_available():  # then the stock class needs a video processor: the images' geometry
         video_cls = getattr(transformers, VIDEO_PROCESSOR_TYPES[arch])
-        videos["video_processor"] = video_cls(patch_size=patch, temporal_patch_size=TEMPORAL_PATCH_SIZE,
-                                              merge_size=MERGE_SIZE, image_mean=list(image_processor.image_mean),
-                                              image_std=list(image_processor.image_std))
+        videos["video_processor"] = video_cls(**video_geometry(image_processor))
     return processor_cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template,
                          **videos)
 
@@ -271,13 +275,10 @@ def save_tiny(model: PreTrainedModel, processor: ProcessorMixin, out_dir: str | 
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    images = processor.image_processor
     video = {
         "video_processor_type": VIDEO_PROCESSOR_TYPES[model.config.model_type],
         "processor_class": type(processor).__name__,
-        **{key: getattr(images, key) for key in ("patch_size", "temporal_patch_size", "merge_size")},
-        "image_mean": list(images.image_mean),
-        "image_std": list(images.image_std),
+        **video_geometry(processor.image_processor),
     }
     (out / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2) + "\n", encoding="utf-8")
     return out

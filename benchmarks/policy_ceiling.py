@@ -7,9 +7,12 @@ that wrote the training trajectories) against ``UniformBackend`` (knows the answ
 the teacher's mean frames (1x) and four times them, for a few tool sizes (overview frames, ``crop_video`` frames).
 
 Videos and questions are made as ``train all --preset tiny`` makes them (2-4-minute SynthClin, its question
-templates), from seeds no run of the preset uses. Grounding mIoU, mean and standard error clustered by video, and
-the paired difference teacher - uniform. Writes ``benchmarks/results/policy_ceiling.json``.
-Run: ``python benchmarks/policy_ceiling.py [--videos 100] [--out DIR]`` (about a minute per tool size).
+templates), from seeds no run of the preset uses; then, for the same seeds, designs of the data where a coarse
+view is informative: events that leave a faded trace to the end of the video (``trace_seconds``), each of a kind
+the video has not shown yet (``distinct_events``: one window per "when" question), over longer videos. Grounding
+mIoU, mean and standard error clustered by video, and the paired difference teacher - uniform. Writes
+``benchmarks/results/policy_ceiling.json``.
+Run: ``python benchmarks/policy_ceiling.py [--videos 100] [--out DIR]`` (about a minute per design and tool size).
 """
 
 from __future__ import annotations
@@ -31,6 +34,14 @@ from medscope.video.tools import ToolConfig
 HERE = Path(__file__).parent
 SEED = 50_000  # the preset's runs use seeds 0-299 (training) and 10,000-10,069 (held out), plus the run's seed
 SIZES = ((16, 8), (16, 16), (24, 8), (8, 8), (8, 16))  # (overview frames, crop_video frames); the first: default
+TRACED = {"trace_seconds": 3600.0, "distinct_events": True}
+# (name, changes to the preset's video spec, tool sizes): the preset's own data first, at every size.
+DESIGNS: tuple[tuple[str, dict[str, Any], tuple[tuple[int, int], ...]], ...] = (
+    ("preset (2-4 min)", {}, SIZES),
+    ("traces, 2-4 min", TRACED, ((16, 8), (8, 8))),
+    ("traces, 4-6 min", TRACED | {"seconds": [240.0, 360.0]}, ((16, 8), (8, 8))),
+    ("traces, 6-8 min", TRACED | {"seconds": [360.0, 480.0]}, ((16, 8), (8, 8))),
+)
 
 
 def _stat(values: list[float], videos: list[str]) -> dict[str, float]:
@@ -63,21 +74,27 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "results"), help="folder of the JSON result")
     args = parser.parse_args()
     preset = PRESETS["tiny"]
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        videos_stage(root / "videos", list(range(SEED, SEED + args.videos)), preset["videos"], processes=2)
-        suite_stage(root / "suite", str(root / "videos"), preset["suite"])
-        rows = [measure(root / "suite" / "samples.jsonl", root / f"eval_{o}_{c}", o, c) for o, c in SIZES]
+        for k, (design, changes, sizes) in enumerate(DESIGNS):
+            root = Path(tmp) / str(k)
+            videos_stage(root / "videos", list(range(SEED, SEED + args.videos)), preset["videos"] | changes,
+                         processes=2)
+            suite_stage(root / "suite", str(root / "videos"), preset["suite"])
+            rows += [{"design": design, "video_spec": changes} | measure(root / "suite" / "samples.jsonl",
+                                                                         root / f"eval_{o}_{c}", o, c)
+                     for o, c in sizes]
     print("\nGrounding mIoU with perfect perception (held-out-style SynthClin, mean ± SE clustered by video):\n")
-    print("| overview / crop frames | teacher | frames | uniform 1× | teacher − uniform 1× | ratio | uniform 4× |")
-    print("|---|---|---|---|---|---|---|")
+    print("| data | overview / crop frames | questions | teacher | frames | uniform 1× | teacher − uniform 1× | ratio "
+          "| uniform 4× |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         def cell(s: dict[str, float]) -> str:
             return f"{s['mean']:.1f} ± {s['se']:.1f}"
-        print(f"| {r['overview_frames']} / {r['crop_frames']} | {cell(r['teacher'])} | {r['teacher']['frames']:.1f} "
-              f"| {cell(r['uniform_1x'])} | {cell(r['teacher_minus_uniform_1x'])} | {r['ratio_1x']:.2f}× "
-              f"| {cell(r['uniform_4x'])} |")
-    print(f"\n{rows[0]['questions']} grounding questions on {rows[0]['videos']} videos.")
+        print(f"| {r['design']} | {r['overview_frames']} / {r['crop_frames']} | {r['questions']} "
+              f"| {cell(r['teacher'])} | {r['teacher']['frames']:.1f} | {cell(r['uniform_1x'])} "
+              f"| {cell(r['teacher_minus_uniform_1x'])} | {r['ratio_1x']:.2f}× | {cell(r['uniform_4x'])} |")
+    print(f"\n{args.videos} videos per design.")
     result = {"benchmark": "policy_ceiling", "python": platform.python_version(), "videos": args.videos,
               "seeds": [SEED, SEED + args.videos - 1], "preset": "tiny", "rows": rows}
     write_text_atomic(Path(args.out) / "policy_ceiling.json", json.dumps(result, indent=2) + "\n")

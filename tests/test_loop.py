@@ -233,3 +233,43 @@ def test_every_view_follows_the_question(synth_video: SynthClinVideo) -> None:
         assert head.startswith("Question: Which tool?\nOptions:\nA. grasper\nB. hook\n")
     error = next(m for m in last if m["role"] == "tool" and "Format error" in message_text(m))
     assert message_text(error).startswith("Question: Which tool?\nOptions:\nA. grasper\nB. hook\nFormat error: ")
+
+
+def test_a_trace_in_the_overview_sends_the_teacher_before_it(tmp_path: Path) -> None:
+    """An event no overview frame shows, whose faded trace one does: the teacher crops between the overview frame
+    before the trace and the first that shows it (that span holds the event), closes in, and answers tightly;
+    the uniform policy, which cannot look closer, answers that span itself. The suite carries the traces to them."""
+    from medscope.eval.metrics import iou
+    from medscope.suite.build import BuildConfig, build
+    from medscope.suite.records import read_jsonl
+    from medscope.suite.trajectories import reference_for
+    from medscope.video.synthclin import SynthClinConfig, generate
+
+    video = generate(SynthClinConfig(duration_seconds=240.0, fps=2.0, keyframe_seconds=0.5, events_per_10min=10.0,
+                                     seed=11, trace_seconds=3600.0, distinct_events=True), tmp_path)
+    build(BuildConfig(source="synthclin", annotations=str(video.annotation_path), out=str(tmp_path / "suite"),
+                      workers=1))
+    samples = {s.meta["label"]: s for s in read_jsonl(tmp_path / "suite" / "samples.jsonl")
+               if s.task == "grounding" and s.meta.get("segment_kind") == "event"}
+    coarse = AgentConfig(tools=ToolConfig(overview_frames=8))
+    checked = 0
+    for event in video.annotation["events"]:
+        sample = samples[event["label"]]
+        assert sample.meta["traces"] == [[event["end"], event["trace_end"]]]
+        window = (event["start"], event["end"])
+        episode = run_episode(TeacherBackend(reference_for(sample)), video.video_path, sample.question, coarse)
+        overview = _views(episode)[0]
+        if any(window[0] <= t < window[1] for t in overview) or not any(t >= window[1] for t in overview):
+            continue  # the overview shows the event itself, or no frame after it
+        checked += 1
+        mark = min(t for t in overview if t >= window[1])
+        before = max((t for t in overview if t < mark), default=0.0)
+        first = episode.turns[0]
+        assert first.tool == "crop_video" and "trace" in first.think and first.observation is not None
+        assert (first.observation.arguments["start_time"], first.observation.arguments["end_time"]) == (before, mark)
+        answer = parse_windows(episode.answer or "")
+        assert isinstance(answer, tuple) and iou(answer[0], window) >= 0.3, (episode.answer, window)
+        uniform = run_episode(UniformBackend(reference_for(sample)), video.video_path, sample.question, coarse)
+        assert parse_windows(uniform.answer or "") == ((before, mark),)
+        assert uniform.tool_calls == 0 and "trace" in uniform.turns[0].think
+    assert checked >= 2

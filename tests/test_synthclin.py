@@ -256,3 +256,56 @@ def test_a_tool_is_pasted_only_where_its_box_meets_the_frame() -> None:
                 _paste(whole, rgb[y0 : y0 + h, x0 : x0 + w], mask[y0 : y0 + h, x0 : x0 + w], 0, 0)
                 _paste_window(boxed, rgb, mask, box, y0, x0)
                 assert np.array_equal(whole, boxed)
+
+
+# ---------------------------------------------------------------- traces
+
+
+TRACED = SynthClinConfig(duration_seconds=120.0, fps=2.0, keyframe_seconds=0.5, events_per_10min=20.0, seed=5,
+                         trace_seconds=20.0, distinct_events=True)
+
+
+def test_an_event_leaves_a_trace_until_its_kind_comes_again() -> None:
+    traced = plan_annotation(TRACED)
+    plain = plan_annotation(dataclasses.replace(TRACED, trace_seconds=0.0))
+    assert all("trace_end" not in e for e in plain["events"])
+    assert [(e["start"], e["end"], e["label"]) for e in plain["events"]] == [
+        (e["start"], e["end"], e["label"]) for e in traced["events"]]  # a trace changes nothing else
+    labels = [e["label"] for e in traced["events"]]
+    assert len(labels) == 4 and len(set(labels)) == 4  # distinct kinds while kinds remain
+    for k, e in enumerate(traced["events"]):
+        again = [x["start"] for x in traced["events"][k + 1:] if x["label"] == e["label"]]
+        assert e["end"] < e["trace_end"] <= min([e["end"] + 20.0, *again, traced["duration"]])
+        assert e["trace_end"] > e["end"] + 19.0 or e["trace_end"] in again or e["trace_end"] == traced["duration"]
+    # Without distinct kinds the same plan repeats a kind (seed 5): its trace ends where it comes again.
+    mixed = plan_annotation(dataclasses.replace(TRACED, distinct_events=False, trace_seconds=600.0))
+    ends = {(e["label"], e["trace_end"]) for e in mixed["events"]}
+    repeated = [e for k, e in enumerate(mixed["events"]) if e["label"] in {x["label"] for x in mixed["events"][:k]}]
+    assert repeated and all((r["label"], r["start"]) in ends for r in repeated)
+    with pytest.raises(ValueError, match="trace_seconds"):
+        SynthClinConfig(trace_seconds=-1.0)
+
+
+def test_a_trace_shows_on_its_frames_only_and_unlike_its_event() -> None:
+    from medscope.video.synthclin_render import Renderer
+
+    traced = plan_annotation(TRACED, "x.mp4")
+    plain = plan_annotation(dataclasses.replace(TRACED, trace_seconds=0.0), "x.mp4")
+    with_traces, without = Renderer(TRACED, traced), Renderer(dataclasses.replace(TRACED, trace_seconds=0.0), plain)
+    n, fps = traced["num_frames"], traced["fps"]
+    marked: set[int] = set()
+    for e in traced["events"]:
+        marked |= {int(i) for i in frames_in(e["end"], e["trace_end"], fps, n)}
+    for i in range(0, n, 3):
+        same = np.array_equal(with_traces.frame(i), without.frame(i))
+        assert same == (i not in marked), i
+    for e in traced["events"]:
+        last = int(frames_in(e["start"], e["end"], fps, n)[-1])
+        after = last + 1  # the first frame of its trace
+        event = _signature(e["label"], with_traces.frame(last))
+        trace = _signature(e["label"], with_traces.frame(after))
+        bare = _signature(e["label"], without.frame(after))  # the same frame with no trace
+        margin = 5.0 if e["label"] == "smoke" else 0.002
+        assert event > trace + margin, (e, event, trace)  # fainter than the event...
+        if e["label"] == "smoke":  # ...and still there: a thin haze
+            assert trace > bare + margin, (e, trace, bare)

@@ -247,6 +247,9 @@ def generate_samples(annotation: VideoAnnotation, duration: float, config: QACon
             meta["moment"] = moment
         if segs:
             meta |= {"segment_kind": segs[0].kind, "label": segs[0].label}
+            traces = [seg.meta["trace"] for seg in segs if seg.meta.get("trace")]
+            if traces:  # marks the evidence leaves after it: a coarse view that shows one places it before
+                meta["traces"] = [[round(s, 3), round(e, 3)] for s, e in traces]
             context = _context(annotation, segs[0])
             if context is not None:
                 # Every phase of the video: where a search may look when no frame seen so far shows the evidence.

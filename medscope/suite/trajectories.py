@@ -33,10 +33,11 @@ def reference_for(sample: Sample) -> Reference:
     window = context.get("window")
     search = tuple((str(label), (float(start), float(end))) for label, start, end in sample.meta.get("search", []))
     moment = sample.meta.get("moment")
+    traces = tuple((float(s), float(e)) for s, e in sample.meta.get("traces", []))
     return Reference(answer=sample.answer, windows=windows, grounding=sample.task == "grounding",
                      context=(float(window[0]), float(window[1])) if window else None,
                      context_label=str(context.get("label", "")), search=search,
-                     moment=float(moment) if isinstance(moment, int | float) else None)
+                     moment=float(moment) if isinstance(moment, int | float) else None, traces=traces)
 
 
 def with_search_order(samples: Sequence[Sample]) -> list[Sample]:

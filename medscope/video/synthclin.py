@@ -5,8 +5,11 @@
 each with its own colour palette and texture under a slowly drifting camera; instruments (grasper, hook,
 clipper, scissors, irrigator) slide in from the left or right edge, stay a while and leave; and a few
 short, non-overlapping events (bleeding, clip_applied, smoke, gauze) last ``event_seconds`` each, so
-that uniform sampling of a long video usually misses them. Every frame carries its index as a frame code
-(``medscope.video.framecode``). The same config always gives the same annotation and the same frames.
+that uniform sampling of a long video usually misses them. With ``trace_seconds`` an event leaves a faded mark
+for that long after it (a clip stays on the duct, blood stains the field), so a coarse overview can show that
+an event happened before a frame while only a closer look shows when: the kind of cue that makes searching
+pay against uniform frames. Every frame carries its index as a frame code (``medscope.video.framecode``). The
+same config always gives the same annotation and the same frames.
 
 ``plan_annotation(config)`` gives the annotation alone, without rendering (cheap: tests and question
 generation can study many seeds), and ``frames_in`` is the rule that maps an interval to frame indices.
@@ -22,7 +25,8 @@ frame ``i`` has timestamp ``i / fps`` and belongs to an interval when ``start <=
     phases        [{label, start, end}]: the 7 phases in order, contiguous, covering [0, duration]
     instruments   [{label, start, end, side}]: side is "left" or "right" (the edge it enters from)
     events        [{label, start, end, position}]: label in EVENT_KINDS; position in POSITIONS, or null
-                  for smoke (whole field); events never overlap
+                  for smoke (whole field); events never overlap. With trace_seconds > 0 also trace_end: the
+                  faded mark spans [end, trace_end) (it may lie under later events of other kinds)
     captions      [{start, end, text}]: one per phase, instrument and event, sorted by start
     summary       video-level text naming the phase sequence only (never the events: they are the
                   local evidence that a global summary must not give away)
@@ -109,9 +113,15 @@ class SynthClinConfig:
         default=(2.0, 5.0), metadata={"help": "shortest and longest event, in seconds"}
     )
     events_per_10min: float = field(default=6.0, metadata={"help": "short events per 10 minutes of video"})
+    trace_seconds: float = field(default=0.0, metadata={
+        "help": "seconds an event's faded mark stays after it (0: none); it ends where the next event of its kind "
+                "starts"})
+    distinct_events: bool = field(default=False, metadata={
+        "help": "each event of a kind the video has not shown yet, while kinds remain (one window per 'when' "
+                "question)"})
 
     def __post_init__(self) -> None:
-        for name in ("duration_seconds", "fps", "keyframe_seconds", "events_per_10min"):
+        for name in ("duration_seconds", "fps", "keyframe_seconds", "events_per_10min", "trace_seconds"):
             object.__setattr__(self, name, float(getattr(self, name)))  # JSON and CLI may give ints
         if not 60.0 <= self.duration_seconds <= 3600.0:
             raise _range_error("duration_seconds", self.duration_seconds, "60 to 3600 seconds")
@@ -135,6 +145,8 @@ class SynthClinConfig:
             )
         if not 0.0 <= self.events_per_10min <= 60.0:
             raise _range_error("events_per_10min", self.events_per_10min, "0 to 60")
+        if not 0.0 <= self.trace_seconds <= 3600.0:
+            raise _range_error("trace_seconds", self.trace_seconds, "0 to 3600")
         if num_frames(self) > 2**FRAME_CODE_BITS:
             raise ValueError(f"{num_frames(self)} frames do not fit the {FRAME_CODE_BITS}-bit frame code")
 
@@ -206,14 +218,24 @@ def _plan_events(
     if free < 0:
         raise ValueError(f"{count} events of {lo:g}-{hi:g} s do not fit in {config.duration_seconds:g} s")
     offsets = np.sort(rng.uniform(0.0, free, count))
-    events, cursor = [], gap
+    events: list[dict[str, Any]] = []
+    cursor = gap
     for k in range(count):
         start = _on_grid(cursor + offsets[k], config.fps)
-        liked = _PHASE_EVENTS[_phase_at(phases, start)]
-        label = str(rng.choice(liked if rng.random() < _EVENT_AFFINITY else EVENT_KINDS))
+        liked: tuple[str, ...] = _PHASE_EVENTS[_phase_at(phases, start)]
+        kinds: tuple[str, ...] = EVENT_KINDS
+        if config.distinct_events:
+            fresh = [kind for kind in EVENT_KINDS if kind not in {e["label"] for e in events}] or list(EVENT_KINDS)
+            liked, kinds = tuple(kind for kind in liked if kind in fresh) or tuple(fresh), tuple(fresh)
+        label = str(rng.choice(liked if rng.random() < _EVENT_AFFINITY else kinds))
         position = None if label == "smoke" else str(rng.choice(POSITIONS))
         events.append({"label": label, "start": start, "end": round(start + lengths[k], 3), "position": position})
         cursor += lengths[k] + gap
+    if config.trace_seconds > 0:
+        for k, event in enumerate(events):
+            later = [float(e["start"]) for e in events[k + 1:] if e["label"] == event["label"]]
+            end = _on_grid(float(event["end"]) + config.trace_seconds, config.fps)
+            event["trace_end"] = min([end, *later, round(config.duration_seconds, 3)])
     return events
 
 

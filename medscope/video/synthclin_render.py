@@ -116,14 +116,18 @@ def _tool_layer(label: str, width: int, height: int, pad: int) -> tuple[np.ndarr
     return arr[..., :3].copy(), arr[..., 3] > 0
 
 
-def _paste(out: np.ndarray, rgb: np.ndarray, mask: np.ndarray, top: int, left: int) -> None:
-    """Copy ``rgb`` where ``mask`` into ``out`` at (top, left), clipped to the frame."""
+def _paste(out: np.ndarray, rgb: np.ndarray, mask: np.ndarray, top: int, left: int, alpha: float = 1.0) -> None:
+    """Copy ``rgb`` where ``mask`` into ``out`` at (top, left), clipped to the frame; with ``alpha`` < 1 blended
+    over what is there (an event's faded trace)."""
     h, w = out.shape[:2]
     t0, l0 = max(0, -top), max(0, -left)
     t1, l1 = min(rgb.shape[0], h - top), min(rgb.shape[1], w - left)
     if t1 > t0 and l1 > l0:
         region = out[top + t0 : top + t1, left + l0 : left + l1]
-        np.copyto(region, rgb[t0:t1, l0:l1], where=mask[t0:t1, l0:l1, None])
+        src = rgb[t0:t1, l0:l1]
+        if alpha < 1.0:
+            src = (alpha * src + (1 - alpha) * region).astype(np.uint8)
+        np.copyto(region, src, where=mask[t0:t1, l0:l1, None])
 
 
 def _paste_window(out: np.ndarray, rgb: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int], y0: int,
@@ -135,6 +139,9 @@ def _paste_window(out: np.ndarray, rgb: np.ndarray, mask: np.ndarray, box: tuple
     top, bottom, left, right = max(y0, r0), min(y0 + h, r1), max(x0, c0), min(x0 + w, c1)
     if bottom > top and right > left:
         _paste(out, rgb[top:bottom, left:right], mask[top:bottom, left:right], top - y0, left - x0)
+
+
+_TRACE_ALPHA = 0.5  # a trace's opacity: plain in a small frame, and unlike the event itself
 
 
 class Renderer:
@@ -168,6 +175,11 @@ class Renderer:
         self.events = [
             self._event_asset(rng, e, frames_in(e["start"], e["end"], self.fps, n)) for e in annotation["events"]
         ]
+        # Traces after tools and before events: a mark lies on the tissue, a new event over it.
+        for k, e in enumerate(annotation["events"]):
+            if "trace_end" in e:
+                for i in frames_in(e["end"], e["trace_end"], self.fps, n):
+                    self.active[i].append(("trace", k))
         for k, e in enumerate(self.events):
             for i in e["frames"]:
                 self.active[i].append(("event", k))
@@ -242,6 +254,19 @@ class Renderer:
         mask = ev["dist"] <= 0.5 + 0.5 * progress if ev["label"] == "bleeding" else ev["mask"]
         _paste(out, ev["rgb"], mask, cy - mask.shape[0] // 2, cx - mask.shape[1] // 2)
 
+    def _draw_trace(self, out: np.ndarray, ev: dict[str, Any], i: int) -> None:
+        """What an event leaves behind: its last look, faded (a darker, dried stain for blood; a thin haze for
+        smoke), so that a frame tells the trace from the event itself."""
+        if ev["label"] == "smoke":
+            shift = int(i / self.fps * 0.03 * self.w) % self.w
+            alpha = 0.4 * _TRACE_ALPHA * (0.6 + 0.4 * ev["haze"][:, shift : shift + self.w])
+            out[:] = (out * (1 - alpha[..., None]) + 200 * alpha[..., None]).astype(np.uint8)
+            return
+        cy, cx = ev["centre"]
+        mask = ev["dist"] <= 1.0 if ev["label"] == "bleeding" else ev["mask"]
+        rgb = ev["rgb"] // 2 if ev["label"] == "bleeding" else ev["rgb"]
+        _paste(out, rgb, mask, cy - mask.shape[0] // 2, cx - mask.shape[1] // 2, alpha=_TRACE_ALPHA)
+
     def frame(self, i: int) -> np.ndarray:
         t = i / self.fps
         m = self.margin
@@ -249,9 +274,11 @@ class Renderer:
         oy = m + round(0.9 * m * math.sin(2 * math.pi * t / 61 + self.drift[1]))
         out = self.tiles[self.phase_of[i]][oy : oy + self.h, ox : ox + self.w].copy()
         # Tools first, then events on top: the evidence must stay visible even under an instrument.
-        for kind, k in self.active[i]:  # tools were registered before events
+        for kind, k in self.active[i]:  # tools were registered before traces, traces before events
             if kind == "tool":
                 self._draw_tool(out, self.tools[k], t)
+            elif kind == "trace":
+                self._draw_trace(out, self.events[k], i)
             else:
                 self._draw_event(out, self.events[k], i)
         draw_frame_code(out, i)

@@ -37,7 +37,8 @@ class Reference:
     ``grounding`` questions are answered with the window itself; others with ``answer`` (when known) and,
     if ``explicit_evidence``, an ``<evidence>`` block. ``context`` is a longer segment that contains the
     evidence and that a coarse overview can show (e.g. the surgical phase, named ``context_label``); ``search``
-    the segments the question implies, in the order a search tries them; ``moment`` a time the question names."""
+    the segments the question implies, in the order a search tries them; ``moment`` a time the question names;
+    ``traces`` the marks the evidence leaves after it (a frame in one shows that it happened earlier)."""
 
     answer: str
     windows: tuple[Window, ...]
@@ -47,6 +48,7 @@ class Reference:
     context_label: str = ""
     search: tuple[tuple[str, Window], ...] = ()  # (label, window) of the places to look, most likely first
     moment: float | None = None  # a time the question names ("which phase is under way at 63.5s?")
+    traces: tuple[Window, ...] = ()
 
 
 def _duration(messages: Sequence[Message]) -> float:
@@ -140,6 +142,12 @@ def bracket(seen: Sequence[float], hits: Sequence[float], bounds: Window) -> Win
     return hits[0], min((t for t in seen if t > hits[-1]), default=bounds[1])
 
 
+def before_trace(seen: Sequence[float], marks: Sequence[float], bounds: Window) -> Window:
+    """Where an event happened whose trace the frames at ``marks`` show and no seen frame shows itself: from the seen
+    frame before the first mark (the start of ``bounds`` when none) to that mark."""
+    return max((t for t in seen if t < marks[0]), default=bounds[0]), marks[0]
+
+
 def _phase_window(seen: Sequence[float], phase: Window, bounds: Window) -> Window:
     """A phase as the seen frames place it (``bracket`` of the frames that show it); when none does, between
     the frames around its span."""
@@ -163,8 +171,10 @@ class TeacherBackend:
     - Seen frames that show the evidence (hits), in a view coarser than ``fine_spacing``: crop their ``bracket``
       (the coarse-to-fine step).
     - Hits in a fine view: the answer; a grounding answer is their ``bracket``.
-    - No hit: crop the next phase of ``Reference.search`` (the phases the question implies, most likely first),
-      where the overview frames place it; on a miss, the next one.
+    - No hit, but a frame shows a trace the evidence left (``Reference.traces``): it happened between that frame
+      and the seen frame before it (``before_trace``); crop there, or answer with it in a fine view.
+    - No hit and no trace: crop the next phase of ``Reference.search`` (the phases the question implies, most
+      likely first), where the overview frames place it; on a miss, the next one.
     - Nothing left to try, or ``max_calls`` spent: answer with what was watched last."""
 
     def __init__(self, reference: Reference, *, fine_spacing: float = 1.5, max_calls: int = 4) -> None:
@@ -196,6 +206,12 @@ class TeacherBackend:
             return _crop(lo, hi, f"{_span(hits)}. Look closer.")
         if hits:
             return _answer(reference, [bracket(seen, hits, watched)], f"{_span(hits)}.", messages)
+        marks = _first_hits(seen, reference.traces)
+        if marks:
+            lo, hi = before_trace(seen, marks, watched)
+            if calls < self.max_calls and _spacing(seen) > self.fine_spacing:
+                return _crop(lo, hi, "A frame shows its trace. Look before it.")
+            return _answer(reference, [(lo, hi)], "A frame shows its trace.", messages)
         views = [_stamps(m) for m in messages[1:] if m["role"] != "assistant"]  # the overview, then each result
         found_before = any(_first_hits(view, reference.windows) for view in views[:-1])
         misses = len(views) - 1  # no view has shown it yet: each call so far searched a place in vain
@@ -243,14 +259,18 @@ class UniformBackend:
 
     def generate(self, messages: Sequence[Message], *, stop: Sequence[str], max_new_tokens: int,
                  turn: TurnFormat | None = None) -> str:
-        """The labels around the overview frames that show it; when none does, the phase the question implies
-        most (``Reference.search``), between the frames around it, else the middle of the video: the best a
-        policy that only has these frames can write, with the times it saw."""
+        """The labels around the overview frames that show it (or before the first that shows its trace); when none
+        does, the phase the question implies most (``Reference.search``), between the frames around it, else the
+        middle of the video: the best a policy that only has these frames can write, with the times it saw."""
         duration = _duration(messages)
         seen = sorted(set(_stamps(messages[1])))
         hits = _first_hits(seen, self.reference.windows)
         if hits:
             return _answer(self.reference, [bracket(seen, hits, (0.0, duration))], f"{_span(hits)}.", messages)
+        marks = _first_hits(seen, self.reference.traces)
+        if marks:
+            window = before_trace(seen, marks, (0.0, duration))
+            return _answer(self.reference, [window], "A frame shows its trace.", messages)
         if self.reference.search:
             label, phase = self.reference.search[0]
             window = _phase_window(seen, phase, (0.0, duration))

@@ -11,9 +11,10 @@ files there are skipped). The layout, all times in seconds::
      "summary":     "A synthetic laparoscopic cholecystectomy of ..."}
 
 Each phase, event and instrument becomes a segment of that kind (``label``; ``meta`` ``position`` for
-events, ``side`` for instruments) whose text is its caption: the caption with the same start, preferring
-the same end and a text naming the label. Captions left over become ``"caption"`` segments. One
-``VideoAnnotation`` per file: ``video`` as written, ``video_id`` its stem, the summary and the duration.
+events, and ``trace`` ``[end, trace_end]`` where the event leaves a mark; ``side`` for instruments) whose text
+is its caption: the caption with the same start, preferring the same end and a text naming the label. Captions
+left over become ``"caption"`` segments. One ``VideoAnnotation`` per file: ``video`` as written, ``video_id`` its
+stem, the summary and the duration.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def _annotation(data: dict[str, Any], where: Where, ctx: LoadContext) -> VideoAn
                 label = text(need(item, "label", w), w["label"])
                 start, end = _window(item, w, length, ctx)
                 meta = {extra: need(item, extra, w)} if extra else {}
+                if kind == "event" and "trace_end" in item:  # the faded mark it leaves, from its end
+                    meta["trace"] = [end, max(end, number(item["trace_end"], w["trace_end"]))]
                 caption = _take_caption(captions, used, start, end, label) or _fallback(kind, label)
                 segments.append(Segment(start, end, caption, kind, label, meta=meta))
     segments += [Segment(s, e, t, "caption") for k, (s, e, t) in enumerate(captions) if k not in used]

@@ -22,6 +22,7 @@ from medscope.suite.records import Sample, Trajectory, write_jsonl
 from medscope.suite.trajectories import vcot_trajectory
 from medscope.train.curriculum import (
     NOTHING,
+    TRACE,
     CurriculumConfig,
     Stage,
     _Video,
@@ -94,6 +95,41 @@ def test_absent_rows_ask_for_an_event_no_frame_shows(images: bool) -> None:
         assert len(times) >= 2 and not any(e == label and s <= t < f for t in times for e, s, f in video.events)
         assert all((word or "").strip() in ("", NOTHING) for _, word in _STAMP.findall(user))
     assert 60 < answers.count(f"<answer>{NOTHING}</answer>") < 140  # about half of the rows
+
+
+def test_pointer_rows_that_show_only_a_trace_point_before_it() -> None:
+    """With traces, a row whose frames miss the event but show its trace answers from the label before the first
+    trace frame to that frame (the teacher's crop), names those frames "<event> trace" in words, and an absent
+    row shows neither the event nor its trace; a frame shows the latest trace it lies in."""
+    base = _video()
+    traces = [("bleeding", 33.5, 40.0), ("smoke", 82.0, 110.0), ("bleeding", 41.5, 70.0)]
+    video = _Video(base.times, base.images, base.events, base.phases, traces=traces)
+    assert video.shows(35.0) == f"bleeding {TRACE}" and video.shows(31.0) == "bleeding"
+    assert video.shows(90.0) == f"smoke {TRACE}" and video.shows(115.0) == NOTHING
+    rng, kinds = random.Random(4), {"event": 0, "trace": 0, "absent": 0}
+    while min(kinds.values()) < 30:
+        row = pointer_row(video, 8, rng, (0.5, 6.0), images=False, hint=0.0, absent=0.3)
+        if row is None:
+            continue
+        user, answer = message_text(row[0]), message_text(row[1])
+        label = re.search(r"When does (?:the )?(.+?) (?:happen|take place)\?", user).group(1)
+        stamps = [(float(t), (word or "").strip()) for t, word in _STAMP.findall(user)]
+        times = [t for t, _ in stamps]
+        shown = [t for t in times if any(x == label and s <= t < e for x, s, e in video.events)]
+        marked = [t for t in times if any(x == label and s <= t < e for x, s, e in traces)]
+        if answer == f"<answer>{NOTHING}</answer>":
+            kinds["absent"] += 1
+            assert not shown and not marked
+            continue
+        lo, hi = (float(x) for x in re.fullmatch(r"<answer>\[([0-9.]+), ([0-9.]+)\]</answer>", answer).groups())
+        if shown or "phase" in label:
+            kinds["event"] += 1 if shown else 0
+            continue
+        kinds["trace"] += 1
+        assert marked and hi == marked[0] and lo == max(t for t in times if t < marked[0])
+        event = next((s, e) for x, s, e in video.events if x == label and s < hi and e <= hi and e > lo)
+        assert lo < event[1] and event[0] < hi  # the window holds (part of) the event
+        assert all(word == (f"{label} {TRACE}" if t in marked else NOTHING) for t, word in stamps)
 
 
 def test_look_rows_name_the_event_and_the_phase() -> None:

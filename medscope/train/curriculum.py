@@ -67,7 +67,7 @@ from PIL import Image
 
 from medscope.agent.backends.base import Message, image_part, message_text, text_part
 from medscope.agent.backends.processors import Geometry, fit_image, image_geometry
-from medscope.agent.backends.scripted import bracket, shows
+from medscope.agent.backends.scripted import before_trace, bracket, shows
 from medscope.agent.protocol import (
     first_user_message,
     folder_prompt,
@@ -86,6 +86,7 @@ from medscope.video.tools import Observation, ToolConfig
 log = logging.getLogger(__name__)
 
 NOTHING = "nothing"
+TRACE = "trace"  # what a frame in an event's mark shows: "bleeding trace"
 EPISODE_KINDS = ("first", "then")  # stages whose rows are turns of the training episodes
 
 
@@ -162,9 +163,15 @@ class _Video:
     events: list[tuple[str, float, float]]  # (label, start, end)
     phases: list[tuple[str, float, float]]
     name: str = ""  # the video file's name, as a trajectory's sample names it
+    traces: list[tuple[str, float, float]] = field(default_factory=list)  # the events' marks: (label, end, trace_end)
 
     def shows(self, t: float) -> str:
-        return next((label for label, s, e in self.events if shows(t, (s, e))), NOTHING)
+        """The event the frame at ``t`` shows; else the trace of the latest event whose mark it shows ("bleeding
+        trace"); else nothing."""
+        event = next((label for label, s, e in self.events if shows(t, (s, e))), None)
+        if event is not None:
+            return event
+        return next((f"{label} {TRACE}" for label, s, e in reversed(self.traces) if s <= t < e), NOTHING)
 
     def phase(self, t: float) -> str:
         return next((label for label, s, e in self.phases if s <= t < e), self.phases[-1][0])
@@ -207,11 +214,13 @@ def _decode(path: Path, max_pixels: int, size: Geometry) -> tuple[Any, ...]:
     return ([f.pts_seconds for f in frames], pixels,
             [(_human(e["label"]), e["start"], e["end"]) for e in annotation["events"]],
             [(f"{_human(p['label'])} phase", p["start"], p["end"]) for p in annotation["phases"]],
-            Path(annotation["video"]).name)
+            Path(annotation["video"]).name,
+            [(_human(e["label"]), e["end"], e["trace_end"]) for e in annotation["events"] if "trace_end" in e])
 
 
-def _video(times: list[float], pixels: Any, events: list[Any], phases: list[Any], name: str) -> _Video:
-    return _Video(times, [Image.fromarray(frame) for frame in pixels], events, phases, name)
+def _video(times: list[float], pixels: Any, events: list[Any], phases: list[Any], name: str,
+           traces: list[Any]) -> _Video:
+    return _Video(times, [Image.fromarray(frame) for frame in pixels], events, phases, name, traces)
 
 
 _PLACEMENTS = 8
@@ -220,8 +229,10 @@ _PLACEMENTS = 8
 def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float, float], *,
                 images: bool, hint: float, absent: float = 0.0) -> list[Message] | None:
     """``n`` frames, uniformly spread over a window that holds an event or a phase; the answer is the window
-    from the first label that shows it to the label after the last. With probability ``absent`` the window is
-    anywhere and the asked event must show in none of its frames: the answer is ``nothing``. None when the draw
+    from the first label that shows it to the label after the last. Where the event leaves a trace and no frame
+    shows the event but some show its trace, the answer is the window from the label before the first of those
+    to it (``before_trace``, as the teacher crops). With probability ``absent`` the window is anywhere and the
+    asked event must show in none of its frames, nor its trace: the answer is ``nothing``. None when the draw
     fails (draw again)."""
     missing = bool(video.events) and rng.random() < absent
     if missing or (video.events and rng.random() < 0.7):
@@ -234,6 +245,9 @@ def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float,
     # event outside the answer (14% of 16-frame event rows), so such a placement is drawn again, as the suite asks
     # a recurring label once with all its windows.
     spans = [(s, e) for name, s, e in video.events if name == label] or [(start, end)]  # a phase: its one span
+    # Its marks: a row may show the trace of the drawn event only (another's would point elsewhere).
+    marked = [(s, e) for name, s, e in video.traces if name == label]
+    own = [(s, e) for s, e in marked if s == end] if not missing else []
     duration = video.times[-1]
     for _ in range(_PLACEMENTS):  # placements of the frames for this question, so the mix of questions holds
         gap = rng.uniform(*spacing)
@@ -245,11 +259,19 @@ def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float,
         picked = sorted({_nearest(video.times, lo + (j + 0.5) * gap) for j in range(n)})
         times = [video.times[i] for i in picked]
         hits = [t for t in times if any(shows(t, span) for span in spans)]
+        marks = [t for t in times if any(s <= t < e for s, e in marked)]
         # A window ends at the label after the last frame that shows it; when the last frame shows it there is
         # none, and the answer was [t, t] (a tenth of the rows): an exception to the copy rule, and the window a
         # tool refuses. Without such rows copy4 met its criterion in 2,050 steps where it had not in 2,200.
-        if len(times) >= 2 and bool(hits) != missing and not (
-                hits and (hits[-1] == times[-1] or any(not shows(t, (start, end)) for t in hits))):
+        if len(times) < 2:
+            continue
+        if missing and not hits and not marks:
+            break
+        if not missing and hits and not (hits[-1] == times[-1] or any(not shows(t, (start, end)) for t in hits)):
+            break
+        # Only the drawn event's trace, after a frame that shows neither: the window before it holds the event.
+        if (not missing and not hits and marks and marks[0] != times[0]
+                and all(any(s <= t < e for s, e in own) for t in marks)):
             break
     else:
         return None
@@ -258,14 +280,14 @@ def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float,
     for index, t in zip(picked, times, strict=True):
         label_text = format_seconds(t)
         if words or not images:
-            label_text += f" {label if t in hits else NOTHING}"
+            label_text += f" {label if t in hits else f'{label} {TRACE}' if t in marks else NOTHING}"
         parts.append(text_part(label_text))
         if images:
             parts.append(image_part(video.images[index]))
     if missing:
         answer = f"<answer>{NOTHING}</answer>"
-    else:
-        a, b = bracket(times, hits, (times[0], times[-1]))  # what the teacher writes
+    else:  # what the teacher writes
+        a, b = bracket(times, hits, (times[0], times[-1])) if hits else before_trace(times, marks, (times[0], 0.0))
         answer = f"<answer>[{format_time(a)}, {format_time(b)}]</answer>"
     return [{"role": "user", "content": parts}, {"role": "assistant", "content": [text_part(answer)]}]
 
@@ -470,7 +492,8 @@ def _train(rank: int, config: CurriculumConfig, stages: tuple[Stage, ...], port:
         check_rng = random.Random(f"{config.seed}/check/{name}")
         see = stage.kind == "see"
         # A see stage's head knows every label of the videos (the same list in every process) and is dropped after.
-        head = FrameHead(model, [NOTHING, *sorted({e for v in videos for e, _, _ in v.events})],
+        head = FrameHead(model, [NOTHING, *sorted({e for v in videos for e, _, _ in v.events}
+                                                  | {f"{e} {TRACE}" for v in videos for e, _, _ in v.traces})],
                          sorted({p for v in videos for p, _, _ in v.phases})) if see else None
         stage_rows = episodes.get(stage.kind, ([], []))
         check_messages = [draw(stage, check_videos, check_rng, config.spacing, stage.max_steps, stage_rows[1])

@@ -197,11 +197,12 @@ def curriculum_stage(folder: Path, videos: str, model: str, trajectories: tuple[
     from medscope.train import curriculum
 
     stages = curriculum.STAGES[spec["stages"]]
+    low, high = spec.get("spacing", curriculum.CurriculumConfig.spacing)
     config = curriculum.CurriculumConfig(videos=videos, model=model, trajectories=trajectories, out=str(folder),
                                          lr=spec["lr"], batch_size=spec["batch_size"],
                                          check_rows=spec.get("check_rows", 48),
                                          processes=spec.get("processes", 1), threads=spec.get("threads", 1),
-                                         seed=seed)
+                                         spacing=(float(low), float(high)), seed=seed)
     curriculum.main(config, stages)
 
 

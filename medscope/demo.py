@@ -24,9 +24,9 @@ from medscope.models import BUILTIN_MODEL
 from medscope.report.html import render_report
 from medscope.report.sheet import contact_sheet, save_png
 from medscope.suite.qa import TEMPLATES
-from medscope.train.pipeline import PRESETS
+from medscope.train.pipeline import PRESETS, synthclin_config
 from medscope.video.source import VideoSource
-from medscope.video.synthclin import SynthClinConfig, generate
+from medscope.video.synthclin import generate
 from medscope.video.tools import VideoTools
 
 
@@ -87,11 +87,8 @@ def small_eval(annotation_path: Path, out: Path) -> dict[str, str]:
 
 def main(config: DemoConfig) -> dict[str, str]:
     out = Path(config.out)
-    # Made like the videos medscope-tiny was trained on (the tiny preset's frame rate, keyframes, event density).
-    spec = TINY["videos"]
-    video = generate(SynthClinConfig(duration_seconds=config.minutes * 60, seed=config.seed, fps=spec["fps"],
-                                     keyframe_seconds=spec["keyframe_seconds"],
-                                     events_per_10min=spec["events_per_10min"]), out)
+    # Made like the videos medscope-tiny was trained on (the tiny preset's frame rate, keyframes, events).
+    video = generate(synthclin_config(TINY["videos"], config.minutes * 60, config.seed), out)
     ann = video.annotation
     print(f"SynthClin video: {video.video_path} ({ann['duration']:.0f}s, {ann['num_frames']} frames)")
     print("  phases: " + " → ".join(p["label"] for p in ann["phases"]))

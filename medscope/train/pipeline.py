@@ -135,18 +135,26 @@ def _worker_init() -> None:
     logger.addHandler(handler)
 
 
+def synthclin_config(spec: dict[str, Any], seconds: float, seed: int) -> Any:
+    """The SynthClin video of ``seconds`` a preset's ``videos`` spec makes (``fps``, ``keyframe_seconds``,
+    ``events_per_10min``, and ``trace_seconds`` and ``distinct_events`` where it sets them)."""
+    from medscope.video.synthclin import SynthClinConfig
+
+    extra = {key: spec[key] for key in ("trace_seconds", "distinct_events") if key in spec}
+    return SynthClinConfig(duration_seconds=seconds, fps=spec["fps"], keyframe_seconds=spec["keyframe_seconds"],
+                           seed=seed, events_per_10min=spec["events_per_10min"], **extra)
+
+
 def videos_stage(folder: Path, seeds: list[int], spec: dict[str, Any], processes: int = 1) -> None:
     """SynthClin videos, one per seed, rendered in ``processes`` processes (the training videos take the two cores
     while the few held-out ones share one: the run's first minutes). ``spec`` holds ``seconds`` (a range: lengths
     vary), ``fps``, ``keyframe_seconds``, ``events_per_10min`` and optionally ``trace_seconds`` and
     ``distinct_events``."""
-    from medscope.video.synthclin import SynthClinConfig, generate
+    from medscope.video.synthclin import generate
 
     low, high = spec["seconds"]
-    extra = {key: spec[key] for key in ("trace_seconds", "distinct_events") if key in spec}
-    configs = [SynthClinConfig(duration_seconds=round(random.Random(f"length/{seed}").uniform(low, high), 1),
-                               fps=spec["fps"], keyframe_seconds=spec["keyframe_seconds"], seed=seed,
-                               events_per_10min=spec["events_per_10min"], **extra) for seed in seeds]
+    configs = [synthclin_config(spec, round(random.Random(f"length/{seed}").uniform(low, high), 1), seed)
+               for seed in seeds]
     if processes <= 1:
         for config in configs:
             generate(config, folder)

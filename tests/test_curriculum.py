@@ -401,3 +401,20 @@ def test_videos_load_alike_in_one_or_two_processes(synth_video: SynthClinVideo, 
         assert (one.times, one.events, one.phases) == (two.times, two.events, two.phases) and one.events
         assert len(one.images) == len(one.times) > 0 and one.images[0].size[0] * one.images[0].size[1] <= 64 * 48
         assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(one.images, two.images, strict=True))
+
+
+def test_a_traced_video_loads_with_its_marks(tmp_path: Path) -> None:
+    """From a SynthClin file with traces to the curriculum's video: each event's mark as (label, end, trace_end),
+    and the frames in it named '<event> trace' (the look and see stages' label); the untraced fixture has none."""
+    from medscope.video.synthclin import SynthClinConfig, generate
+
+    made = generate(SynthClinConfig(duration_seconds=60.0, fps=2.0, keyframe_seconds=0.5, events_per_10min=30.0,
+                                    seed=2, trace_seconds=10.0, distinct_events=True), tmp_path)
+    (video,) = load_videos(tmp_path, _processor("[12.5s] nothing"))
+    events = made.annotation["events"]
+    assert video.traces == [(e["label"].replace("_", " "), e["end"], e["trace_end"]) for e in events]
+    for label, start, end in video.traces:
+        inside = [t for t in video.times if start <= t < end and not any(s <= t < e for _, s, e in video.events)]
+        assert inside and all(video.shows(t) == f"{label} {TRACE}" for t in inside)
+    plain = [t for t in video.times if not any(s <= t < e for _, s, e in [*video.events, *video.traces])]
+    assert plain and all(video.shows(t) == NOTHING for t in plain)

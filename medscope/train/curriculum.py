@@ -287,7 +287,8 @@ def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float,
     if missing:
         answer = f"<answer>{NOTHING}</answer>"
     else:  # what the teacher writes
-        a, b = bracket(times, hits, (times[0], times[-1])) if hits else before_trace(times, marks, (times[0], 0.0))
+        bounds = (times[0], times[-1])
+        a, b = bracket(times, hits, bounds) if hits else before_trace(times, marks, bounds)
         answer = f"<answer>[{format_time(a)}, {format_time(b)}]</answer>"
     return [{"role": "user", "content": parts}, {"role": "assistant", "content": [text_part(answer)]}]
 

@@ -26,10 +26,13 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medscope.eval.folder import read_lines
 from medscope.io import write_text_atomic
+
+if TYPE_CHECKING:
+    from medscope.video.synthclin import SynthClinConfig
 
 # name → the settings of every stage. The tiny preset takes 32 minutes on the 2-core AVX-512 CPU it was made on
 # (docs/medscope-tiny.md, run39); an hour at 128x64 frames, two and a half on an AVX2-only CPU (run24).
@@ -135,7 +138,7 @@ def _worker_init() -> None:
     logger.addHandler(handler)
 
 
-def synthclin_config(spec: dict[str, Any], seconds: float, seed: int) -> Any:
+def synthclin_config(spec: dict[str, Any], seconds: float, seed: int) -> SynthClinConfig:
     """The SynthClin video of ``seconds`` a preset's ``videos`` spec makes (``fps``, ``keyframe_seconds``,
     ``events_per_10min``, and ``trace_seconds`` and ``distinct_events`` where it sets them)."""
     from medscope.video.synthclin import SynthClinConfig

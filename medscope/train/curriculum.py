@@ -247,7 +247,7 @@ def pointer_row(video: _Video, n: int, rng: random.Random, spacing: tuple[float,
     spans = [(s, e) for name, s, e in video.events if name == label] or [(start, end)]  # a phase: its one span
     # Its marks: a row may show the trace of the drawn event only (another's would point elsewhere).
     marked = [(s, e) for name, s, e in video.traces if name == label]
-    own = [(s, e) for s, e in marked if s == end] if not missing else []
+    own = [(s, e) for s, e in marked if s == end]
     duration = video.times[-1]
     for _ in range(_PLACEMENTS):  # placements of the frames for this question, so the mix of questions holds
         gap = rng.uniform(*spacing)

@@ -246,21 +246,23 @@ class Renderer:
     def _draw_event(self, out: np.ndarray, ev: dict[str, Any], i: int) -> None:
         progress = (i - ev["first"]) / max(1, ev["count"] - 1)
         if ev["label"] == "smoke":
-            shift = int(i / self.fps * 0.03 * self.w) % self.w
-            alpha = (0.45 + 0.25 * math.sin(math.pi * progress)) * (0.6 + 0.4 * ev["haze"][:, shift : shift + self.w])
-            out[:] = (out * (1 - alpha[..., None]) + 200 * alpha[..., None]).astype(np.uint8)
+            self._haze(out, ev, i, 0.45 + 0.25 * math.sin(math.pi * progress))
             return
         cy, cx = ev["centre"]
         mask = ev["dist"] <= 0.5 + 0.5 * progress if ev["label"] == "bleeding" else ev["mask"]
         _paste(out, ev["rgb"], mask, cy - mask.shape[0] // 2, cx - mask.shape[1] // 2)
 
+    def _haze(self, out: np.ndarray, ev: dict[str, Any], i: int, level: float) -> None:
+        """Smoke's grey haze over the whole field at opacity about ``level``, drifting sideways with time."""
+        shift = int(i / self.fps * 0.03 * self.w) % self.w
+        alpha = level * (0.6 + 0.4 * ev["haze"][:, shift : shift + self.w])
+        out[:] = (out * (1 - alpha[..., None]) + 200 * alpha[..., None]).astype(np.uint8)
+
     def _draw_trace(self, out: np.ndarray, ev: dict[str, Any], i: int) -> None:
         """What an event leaves behind: its last look, faded (a darker, dried stain for blood; a thin haze for
         smoke), so that a frame tells the trace from the event itself."""
         if ev["label"] == "smoke":
-            shift = int(i / self.fps * 0.03 * self.w) % self.w
-            alpha = 0.4 * _TRACE_ALPHA * (0.6 + 0.4 * ev["haze"][:, shift : shift + self.w])
-            out[:] = (out * (1 - alpha[..., None]) + 200 * alpha[..., None]).astype(np.uint8)
+            self._haze(out, ev, i, 0.4 * _TRACE_ALPHA)
             return
         cy, cx = ev["centre"]
         mask = ev["dist"] <= 1.0 if ev["label"] == "bleeding" else ev["mask"]

@@ -225,7 +225,8 @@ def _plan_events(
         liked: tuple[str, ...] = _PHASE_EVENTS[_phase_at(phases, start)]
         kinds: tuple[str, ...] = EVENT_KINDS
         if config.distinct_events:
-            fresh = [kind for kind in EVENT_KINDS if kind not in {e["label"] for e in events}] or list(EVENT_KINDS)
+            shown = {e["label"] for e in events}
+            fresh = [kind for kind in EVENT_KINDS if kind not in shown] or list(EVENT_KINDS)
             liked, kinds = tuple(kind for kind in liked if kind in fresh) or tuple(fresh), tuple(fresh)
         label = str(rng.choice(liked if rng.random() < _EVENT_AFFINITY else kinds))
         position = None if label == "smoke" else str(rng.choice(POSITIONS))
